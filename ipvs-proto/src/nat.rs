@@ -1,0 +1,1 @@
+//! NAT rewrite helpers (stub: being written).

@@ -1,0 +1,1 @@
+//! Protocol state machines (stub: being written).
