@@ -71,11 +71,7 @@ mod tests {
 
     #[test]
     fn families() {
-        let k = FlowKey::new(
-            Protocol::Tcp,
-            "10.0.0.1:1000".parse().unwrap(),
-            "10.0.0.2:80".parse().unwrap(),
-        );
+        let k = FlowKey::new(Protocol::Tcp, "10.0.0.1:1000".parse().unwrap(), "10.0.0.2:80".parse().unwrap());
         assert_eq!(k.family(), AddressFamily::Inet);
         let s = ServiceKey::Addr { protocol: Protocol::Udp, addr: "[2001:db8::1]:53".parse().unwrap() };
         assert_eq!(s.family(), AddressFamily::Inet6);

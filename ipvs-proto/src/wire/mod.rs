@@ -23,14 +23,6 @@ pub mod sctp;
 pub mod tcp;
 pub mod udp;
 
-
-
-
-
-
-
-
-
 /// A malformed or unsupported packet.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub struct Error;
