@@ -88,7 +88,7 @@ impl AddAssign<Duration> for Instant {
     }
 }
 
-impl Sub<Instant> for Instant {
+impl Sub for Instant {
     type Output = Duration;
     fn sub(self, rhs: Self) -> Duration {
         self.saturating_duration_since(rhs)

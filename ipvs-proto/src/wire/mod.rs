@@ -23,6 +23,14 @@ pub mod sctp;
 pub mod tcp;
 pub mod udp;
 
+pub use icmpv4::{Packet as Icmpv4Packet, Repr as Icmpv4Repr};
+pub use icmpv6::{Packet as Icmpv6Packet, Repr as Icmpv6Repr};
+pub use ipv4::{Packet as Ipv4Packet, Repr as Ipv4Repr};
+pub use ipv6::{Packet as Ipv6Packet, Repr as Ipv6Repr};
+pub use sctp::{Packet as SctpPacket, Repr as SctpRepr};
+pub use tcp::{Packet as TcpPacket, Repr as TcpRepr};
+pub use udp::{Packet as UdpPacket, Repr as UdpRepr};
+
 /// A malformed or unsupported packet.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub struct Error;
