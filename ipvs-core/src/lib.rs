@@ -11,3 +11,8 @@ pub use ipvs_conn as conn;
 pub use ipvs_proto as proto;
 pub use ipvs_sched as sched;
 pub use ipvs_sync as sync;
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
