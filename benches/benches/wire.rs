@@ -2,6 +2,9 @@
 //!
 //! `cargo bench -p ipvs-benches --bench wire`
 
+// criterion's macros generate undocumented items.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -20,6 +23,7 @@ fn packet() -> Vec<u8> {
     out
 }
 
+/// Registers the wire benchmarks.
 fn bench(c: &mut Criterion) {
     let pkt = packet();
     let rs = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1));
