@@ -49,7 +49,7 @@ fn assert_checksums_recompute(pkt: &[u8], l4: L4) {
     let hdr = ip::parse(pkt).expect("still a valid IP packet");
     let seg = hdr.l4(pkt);
     let (src, dst) = (hdr.src_addr, hdr.dst_addr);
-    if let IpAddr::V4(_) = src {
+    if src.is_ipv4() {
         let h = Ipv4HeaderSlice::from_slice(pkt).unwrap().to_header();
         assert_eq!(h.calc_header_checksum(), h.header_checksum, "IPv4 header checksum");
     }
@@ -149,7 +149,7 @@ proptest! {
         sctp[..4].copy_from_slice(&[0x9c, 0x40, 0, 80]);
         sctp[4..8].copy_from_slice(&tag.to_be_bytes());
         sctp[12..16].copy_from_slice(&[1, 0, 0, 20]);
-        let mut pkt_crc = |p: &mut [u8]| {
+        let pkt_crc = |p: &mut [u8]| {
             p[8..12].copy_from_slice(&[0; 4]);
             let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(p);
             p[8..12].copy_from_slice(&crc.to_le_bytes());
