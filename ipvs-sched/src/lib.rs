@@ -22,6 +22,27 @@ use core::net::SocketAddr;
 pub use ipvs_proto;
 use ipvs_proto::{DestFlags, DestId, Instant, Protocol, ServiceFlags};
 
+pub mod dest;
+pub mod dh;
+pub mod fastlc;
+pub mod fo;
+pub mod hash;
+pub mod lblc;
+pub mod lblcr;
+pub mod lc;
+pub mod mh;
+pub mod nq;
+pub mod ovf;
+pub mod replay;
+pub mod rr;
+pub mod sed;
+pub mod sh;
+pub mod twos;
+pub mod wlc;
+pub mod wrr;
+
+pub use dest::{DestState, ThresholdRange};
+
 /// What a scheduler sees of one destination (real server).
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub struct DestView {
@@ -177,10 +198,31 @@ pub const SCHEDULER_NAMES: [&str; 14] =
 
 /// Builds the scheduler called `name` (as ipvsadm's `-s` takes it).
 ///
+/// For `mh`, a `config.mh_table_size` that is not a prime (or is above [`mh::MH_MAX_TABLE_SIZE`]) falls
+/// back to the kernel's default 4093; [`mh::new_mh`] reports it as an error instead.
+///
 /// # Errors
 /// [`UnknownScheduler`] for a name not in [`SCHEDULER_NAMES`].
 pub fn new_scheduler(name: &str, config: &SchedConfig) -> Result<Box<dyn Scheduler>, UnknownScheduler> {
-    let _ = config;
-    let _ = name;
-    Err(UnknownScheduler)
+    Ok(match name {
+        "rr" => Box::new(rr::RoundRobin::new()),
+        "wrr" => Box::new(wrr::WeightedRoundRobin::new()),
+        "lc" => Box::new(lc::LeastConnection::new()),
+        "wlc" => Box::new(wlc::WeightedLeastConnection::new()),
+        "sed" => Box::new(sed::ShortestExpectedDelay::new()),
+        "nq" => Box::new(nq::NeverQueue::new()),
+        "fo" => Box::new(fo::WeightedFailover),
+        "ovf" => Box::new(ovf::WeightedOverflow),
+        "twos" => Box::new(twos::TwoChoices::new(config.seed)),
+        "dh" => Box::new(dh::Dh::new()),
+        "sh" => Box::new(sh::Sh::new(config)),
+        // A bad `mh_table_size` falls back to the kernel's default 4093; `mh::new_mh` reports it instead.
+        "mh" => Box::new(mh::Mh::new(config).unwrap_or_else(|_| {
+            let default = SchedConfig { mh_table_size: mh::MH_DEFAULT_TABLE_SIZE, ..*config };
+            mh::Mh::new(&default).expect("4093 is a prime below the limit")
+        })),
+        "lblc" => Box::new(lblc::Lblc::new(config)),
+        "lblcr" => Box::new(lblcr::Lblcr::new(config)),
+        _ => return Err(UnknownScheduler),
+    })
 }
