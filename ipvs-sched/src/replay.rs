@@ -32,7 +32,11 @@ use core::net::{IpAddr, SocketAddr};
 
 use ipvs_proto::{DestId, Instant, Protocol, ServiceFlags};
 
-use crate::{new_scheduler, CounterChange, DestEvent, DestState, DestView, SchedConfig, SchedFlow, Scheduler};
+use crate::fastlc::FastMode;
+use crate::{
+    lc, new_scheduler, nq, sed, wlc, CounterChange, DestEvent, DestState, DestView, SchedConfig, SchedFlow, Scheduler,
+    UnknownScheduler,
+};
 
 /// Virtual time between two consecutive `seq` numbers.
 pub const MILLIS_PER_SEQ: u64 = 20;
@@ -118,6 +122,16 @@ pub fn replay(text: &str) -> Result<ReplayReport, ReplayError> {
 /// # Errors
 /// As [`replay`].
 pub fn replay_with(text: &str, base: &SchedConfig) -> Result<ReplayReport, ReplayError> {
+    replay_with_mode(text, base, FastMode::Auto)
+}
+
+/// [`replay_with`] with the least-connection schedulers (`lc`, `wlc`, `sed`, `nq`) built with `mode`, so
+/// both the O(log n) tree and the O(n) scan can be replayed on the same (short) lists; [`replay_with`] uses
+/// [`FastMode::Auto`], the registry's choice.
+///
+/// # Errors
+/// As [`replay`].
+pub fn replay_with_mode(text: &str, base: &SchedConfig, mode: FastMode) -> Result<ReplayReport, ReplayError> {
     let mut services: Vec<Service> = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
     let mut next_id = 0_u32;
@@ -135,7 +149,7 @@ pub fn replay_with(text: &str, base: &SchedConfig) -> Result<ReplayReport, Repla
             continue;
         }
         let rule = parse_rule(trimmed).map_err(err)?;
-        apply_rule(&mut services, rule, base, &mut next_id).map_err(err)?;
+        apply_rule(&mut services, rule, base, mode, &mut next_id).map_err(err)?;
     }
     // Each service's rows in seq order (services are independent; the sort is stable).
     rows.sort_by_key(|r| (r.svc, r.seq));
@@ -495,6 +509,7 @@ fn apply_rule(
     services: &mut Vec<Service>,
     rule: Rule,
     base: &SchedConfig,
+    mode: FastMode,
     next_id: &mut u32,
 ) -> Result<(), &'static str> {
     let pos = services.iter().position(|s| s.sel == rule.sel);
@@ -504,7 +519,7 @@ fn apply_rule(
         }
         let name = rule.scheduler.as_deref().unwrap_or("wlc");
         let config = SchedConfig { flags: rule.flags.unwrap_or(ServiceFlags::EMPTY), ..*base };
-        let mut sched = new_scheduler(name, &config).map_err(|_| "unknown scheduler")?;
+        let mut sched = build_scheduler(name, &config, mode).map_err(|_| "unknown scheduler")?;
         sched.bind(&[]);
         services.push(Service { sel: rule.sel, sched, dests: Vec::new() });
         return Ok(());
@@ -550,6 +565,18 @@ fn apply_rule(
         Command::AddService => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// [`new_scheduler`], with the least-connection family built with `mode` unless it is [`FastMode::Auto`].
+fn build_scheduler(name: &str, config: &SchedConfig, mode: FastMode) -> Result<Box<dyn Scheduler>, UnknownScheduler> {
+    Ok(match (name, mode) {
+        (_, FastMode::Auto) => return new_scheduler(name, config),
+        ("lc", _) => Box::new(lc::LeastConnection::with_mode(mode)),
+        ("wlc", _) => Box::new(wlc::WeightedLeastConnection::with_mode(mode)),
+        ("sed", _) => Box::new(sed::ShortestExpectedDelay::with_mode(mode)),
+        ("nq", _) => Box::new(nq::NeverQueue::with_mode(mode)),
+        _ => return new_scheduler(name, config),
+    })
 }
 
 #[cfg(test)]

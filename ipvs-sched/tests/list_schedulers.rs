@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipvs_sched::fastlc::{FastMode, Metric, AUTO_TREE_MIN};
 use ipvs_sched::ipvs_proto::{DestFlags, DestId, Instant, Protocol};
+use ipvs_sched::replay::replay_with_mode;
 use ipvs_sched::twos::SplitMix64;
 use ipvs_sched::{
     lc, new_scheduler, nq, sed, wlc, CounterChange, DestEvent, DestState, DestView, SchedConfig, SchedFlow, Scheduler,
@@ -240,73 +241,52 @@ fn twos_picks_only_eligible_dests_reproducibly() {
 
 // ---- The picks of a real Linux 6.1 kernel (shared testdata) ----
 
-/// Replays the services of `file` that use the list schedulers: rules as events in file order, then each row
-/// (asks our scheduler, compares, charges the kernel's pick). Returns (agreeing, total) rows.
-fn replay(file: &str, tree: bool) -> (usize, usize) {
+/// Replays `file` through [`replay_with_mode`] (rules as events in file order, then each row: asks our
+/// scheduler, compares, charges the kernel's pick), with lc/wlc/sed/nq on the tree or the scan. Returns
+/// (agreeing, total) rows of the services that use the list schedulers of [`NAMES`].
+fn replay(file: &str, mode: FastMode) -> (usize, usize) {
     let path = format!("{}/../testdata/kernel-6.1/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut services: Vec<(String, Service)> = Vec::new();
-    let (mut agree, mut total) = (0, 0);
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        if let Some(rule) = line.strip_prefix('-').filter(|r| r.starts_with("A ") || r.starts_with("a ")) {
+    let report = replay_with_mode(&text, &SchedConfig::default(), mode).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // The `-A` rules in file order, as `(selector, scheduler)`: the order of `report.per_service`.
+    let services: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("-A "))
+        .map(|rule| {
             let words: Vec<&str> = rule.split_whitespace().collect();
-            let key = format!("{} {}", words[1], words[2]);
-            let opt = |o: &str| words.iter().position(|w| *w == o).map(|i| words[i + 1]);
-            match words[0] {
-                "A" => {
-                    let name = opt("-s").unwrap();
-                    if !NAMES.contains(&name) {
-                        continue;
-                    }
-                    let sched: Box<dyn Scheduler> = match (name, tree) {
-                        ("lc", true) => Box::new(lc::LeastConnection::with_mode(FastMode::Tree)),
-                        ("wlc", true) => Box::new(wlc::WeightedLeastConnection::with_mode(FastMode::Tree)),
-                        ("sed", true) => Box::new(sed::ShortestExpectedDelay::with_mode(FastMode::Tree)),
-                        ("nq", true) => Box::new(nq::NeverQueue::with_mode(FastMode::Tree)),
-                        _ => new_scheduler(name, &SchedConfig::default()).unwrap(),
-                    };
-                    services.push((key, Service::with(sched)));
-                }
-                "a" => {
-                    let Some((_, svc)) = services.iter_mut().find(|(k, _)| *k == key) else { continue };
-                    let addr: SocketAddr = opt("-r").unwrap().parse().unwrap();
-                    let num = |o| opt(o).map_or(0, |v: &str| v.parse().unwrap());
-                    let weight = opt("-w").map_or(1, |v| v.parse().unwrap());
-                    let IpAddr::V4(ip) = addr.ip() else { unreachable!() };
-                    svc.add(ip.octets()[3], weight, num("-x"), num("-y"));
-                }
-                _ => unreachable!("{line}"),
+            let s = words.iter().position(|w| *w == "-s").expect("every -A names its scheduler");
+            (words[..2].join(" "), words[s + 1].to_string())
+        })
+        .collect();
+    assert_eq!(services.len(), report.per_service.len(), "{file}");
+    let (mut agree, mut total) = (0, 0);
+    for ((sel, name), (service, a, t)) in services.iter().zip(&report.per_service) {
+        assert_eq!(sel, service, "{file}");
+        if NAMES.contains(&name.as_str()) {
+            agree += a;
+            total += t;
+            for d in report.disagreements.iter().filter(|d| d.service == *service) {
+                eprintln!("{d}");
             }
-            continue;
         }
-        let cols: Vec<&str> = line.split('\t').collect();
-        let Some((_, svc)) = services.iter_mut().find(|(k, _)| *k == cols[0]) else { continue };
-        let kernel: SocketAddr = cols[5].parse().unwrap();
-        let k = svc.dests.iter().position(|d| d.1 == kernel).unwrap();
-        total += 1;
-        match svc.pick() {
-            Some(ours) if ours == k => agree += 1,
-            ours => eprintln!("seq {} {}: kernel {kernel} ours {:?}", cols[1], cols[0], ours.map(|i| svc.dests[i].1)),
-        }
-        svc.charge(k);
     }
     (agree, total)
 }
 
 #[test]
 fn kernel_picks_agree() {
-    for tree in [false, true] {
-        let (agree, total) = replay("sched-picks.tsv", tree);
-        assert_eq!((agree, total), (total, 8 * 40 - 23), "tree = {tree}");
+    for mode in [FastMode::Scan, FastMode::Tree] {
+        let (agree, total) = replay("sched-picks.tsv", mode);
+        assert_eq!((agree, total), (total, 8 * 40 - 23), "{mode:?}");
     }
 }
 
 #[test]
 fn kernel_edge_picks_agree() {
-    for tree in [false, true] {
-        let (agree, total) = replay("sched-picks-edge.tsv", tree);
+    for mode in [FastMode::Scan, FastMode::Tree] {
+        let (agree, total) = replay("sched-picks-edge.tsv", mode);
         assert!(total > 0);
-        assert_eq!(agree, total, "tree = {tree}");
+        assert_eq!(agree, total, "{mode:?}");
     }
 }
 
