@@ -7,6 +7,30 @@
 //! Status: stub; see issue 6.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod defense;
+mod engine;
+mod events;
+mod forward;
+mod persistence;
+mod pipeline;
+pub mod replay_states;
+mod service;
+mod verdict;
+pub mod ipvsadm;
+pub mod slow_start;
+pub mod stats;
+
+pub use config::{
+    Command, ConfigError, DestConfig, Persistence, RuleSet, ServiceConfig, SyncDaemonConfig, SyncState, Timeouts,
+    TunnelConfig, TunnelCsum, TunnelKind,
+};
+pub use engine::{
+    ConnInfo, DestInfo, Engine, EngineConfig, EngineError, ProtoTimeouts, ServiceInfo, SyncFeed, Sysctls,
+};
+pub use events::Event;
+pub use verdict::{Direction, DropCounts, DropReason, IcmpKind, PacketBuf, PacketRangeError, Verdict};
+
 pub use ipvs_conn as conn;
 pub use ipvs_proto as proto;
 pub use ipvs_sched as sched;

@@ -1,0 +1,986 @@
+//! The packet path (facts §4): [`Engine::handle_packet`] and [`Engine::handle_burst`].
+//!
+//! Client side ("in" hook, facts §4.1): parse; ICMP errors go to the ICMP path (facts §5.6); look the conn
+//! up; a new SYN/INIT on a closing conn expires it (`conn_reuse_mode`); a conn whose real server was removed is
+//! expired, served or dropped by the sysctls; a miss schedules (facts §4.3–§4.5, §8): protocol trigger, service
+//! lookup, `drop_packet` defense, persistence template, scheduler, conn creation — or `ip_vs_leave`'s port
+//! unreachable. Then statistics, the state transition (INPUT or INPUT_ONLY), and the transmitter of the
+//! conn's forwarding method (facts §9).
+//!
+//! Real-server side ("out" hook, facts §4.2): NAT replies are found by the real-server tuple and get their
+//! source rewritten back to the virtual service (state transition OUTPUT); unmatched replies pass (or, with
+//! `nat_icmp_send`, are answered with a port unreachable).
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipvs_conn::{ConnId, ConnMut, ConnView, InKey, InsertError, NewConn, OutKey, TEMPLATE_ASSURED};
+use ipvs_proto::nat::{self, Encap};
+use ipvs_proto::state::{self, sctp, tcp, udp, SctpState, TcpState, UdpState};
+use ipvs_proto::wire::ip::{self, Fragment, IpHeaders};
+use ipvs_proto::wire::{icmpv4, icmpv6, SctpPacket, TcpPacket};
+use ipvs_proto::{ConnFlags, Duration, FwdMethod, Instant, Protocol, ServiceKey};
+use ipvs_sched::SchedFlow;
+
+use crate::config::{TunnelCsum, TunnelConfig, TunnelKind};
+use crate::engine::{Engine, ProtoTimeouts, NEW_CONN_TIMEOUT};
+use crate::events::{Event, EventQueue};
+use crate::forward::{self, IPV4_MIN_MTU, IPV6_MIN_MTU};
+use crate::persistence::{self, FTP_PORT};
+use crate::service::{ControlState, DestSlot, ServiceSlot};
+use crate::verdict::{Direction, DropReason, IcmpKind, PacketBuf, Verdict};
+
+/// The FTP data port: packets from it are never scheduled (facts §4.4 step 2).
+const FTP_DATA_PORT: u16 = 20;
+/// The SCTP ABORT chunk type.
+const SCTP_ABORT: u8 = 6;
+/// TCP RST flag.
+const TCP_RST: u8 = 0x04;
+/// Largest burst handled with one batched lookup.
+const BURST: usize = 32;
+
+/// What the transport header says, for the protocols IPVS balances.
+#[derive(Clone, Copy, Debug)]
+enum Transport {
+    /// TCP, with the flags byte.
+    Tcp { flags: u8 },
+    /// UDP.
+    Udp,
+    /// SCTP, with the types of the first chunk and of the one after it (if the packet holds them).
+    Sctp { first: Option<u8>, second: Option<u8> },
+}
+
+/// The layer-4 view of a packet.
+#[derive(Clone, Copy, Debug)]
+enum L4 {
+    /// TCP, UDP or SCTP with its ports (not a later fragment).
+    Ports { sport: u16, dport: u16, transport: Transport },
+    /// ICMP (IPv4) or ICMPv6.
+    Icmp,
+    /// A later fragment of TCP, UDP or SCTP: no header to read.
+    LaterFragment,
+    /// Any other protocol.
+    Other,
+}
+
+/// What the engine reads of a packet before deciding.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PacketInfo {
+    hdr: IpHeaders,
+    l4: L4,
+}
+
+impl PacketInfo {
+    fn is_fragment(&self) -> bool {
+        self.hdr.fragment != Fragment::None
+    }
+}
+
+/// Parses the IP header and the transport header's ports.
+fn classify(pkt: &[u8]) -> Result<PacketInfo, DropReason> {
+    let hdr = ip::parse(pkt).map_err(|_| DropReason::Malformed)?;
+    let l4 = match hdr.protocol {
+        Protocol::Tcp | Protocol::Udp | Protocol::Sctp if hdr.fragment == Fragment::Later => L4::LaterFragment,
+        Protocol::Tcp => {
+            let seg = TcpPacket::new_checked(hdr.l4(pkt)).map_err(|_| DropReason::Malformed)?;
+            L4::Ports { sport: seg.src_port(), dport: seg.dst_port(), transport: Transport::Tcp { flags: seg.flags().0 } }
+        }
+        Protocol::Udp => {
+            let b = hdr.l4(pkt);
+            if b.len() < 8 {
+                return Err(DropReason::Malformed);
+            }
+            L4::Ports {
+                sport: u16::from_be_bytes([b[0], b[1]]),
+                dport: u16::from_be_bytes([b[2], b[3]]),
+                transport: Transport::Udp,
+            }
+        }
+        Protocol::Sctp => {
+            let b = hdr.l4(pkt);
+            let p = SctpPacket::new_checked(b).map_err(|_| DropReason::Malformed)?;
+            let (first, second) = sctp_chunk_types(b);
+            L4::Ports { sport: p.src_port(), dport: p.dst_port(), transport: Transport::Sctp { first, second } }
+        }
+        Protocol::Icmp if hdr.family() == ipvs_proto::AddressFamily::Inet => L4::Icmp,
+        Protocol::Icmpv6 if hdr.family() == ipvs_proto::AddressFamily::Inet6 => L4::Icmp,
+        _ => L4::Other,
+    };
+    Ok(PacketInfo { hdr, l4 })
+}
+
+/// The type of the first chunk of an SCTP packet and of the chunk at `ALIGN4(first length)` after it (facts
+/// §5.4), when present.
+fn sctp_chunk_types(sctp: &[u8]) -> (Option<u8>, Option<u8>) {
+    const COMMON: usize = 12;
+    let Some(first) = sctp.get(COMMON..COMMON + 4) else { return (None, None) };
+    let len = usize::from(u16::from_be_bytes([first[2], first[3]]));
+    let next = COMMON + ((len + 3) & !3);
+    let second = if len >= 4 { sctp.get(next).copied() } else { None };
+    (Some(first[0]), second)
+}
+
+impl Transport {
+    fn protocol(self) -> Protocol {
+        match self {
+            Self::Tcp { .. } => Protocol::Tcp,
+            Self::Udp => Protocol::Udp,
+            Self::Sctp { .. } => Protocol::Sctp,
+        }
+    }
+
+    /// A packet that starts a connection, for port reuse (TCP SYN, SCTP INIT).
+    fn is_new_conn_packet(self) -> bool {
+        match self {
+            Self::Tcp { flags } => tcp::is_new_conn_packet(flags),
+            Self::Udp => false,
+            Self::Sctp { first, .. } => first.is_some_and(sctp::is_new_conn_packet),
+        }
+    }
+
+    /// Whether a packet that matches no conn may create one (facts §4.3).
+    fn schedules(self, sysctls: &crate::engine::Sysctls) -> bool {
+        match self {
+            Self::Tcp { flags } => tcp::schedules_new_conn(flags, sysctls.sloppy_tcp),
+            Self::Udp => true,
+            Self::Sctp { first, .. } => first.is_some_and(|t| sctp::schedules_new_conn(t, sysctls.sloppy_sctp)),
+        }
+    }
+
+    /// TCP RST or SCTP ABORT first chunk (what `nat_icmp_send` does not answer).
+    fn is_reset(self) -> bool {
+        match self {
+            Self::Tcp { flags } => flags & TCP_RST != 0,
+            Self::Udp => false,
+            Self::Sctp { first, .. } => first == Some(SCTP_ABORT),
+        }
+    }
+}
+
+/// A conn the packet path works with: in the table, or a one-packet conn that never enters it.
+#[derive(Clone, Copy, Debug)]
+struct Conn {
+    /// `None` for a one-packet conn.
+    id: Option<ConnId>,
+    view: ConnView,
+    /// The template of a one-packet conn created through persistence.
+    control: Option<ConnId>,
+}
+
+/// A flow about to be scheduled.
+#[derive(Clone, Copy, Debug)]
+struct NewFlow {
+    protocol: Protocol,
+    client: SocketAddr,
+    virt: SocketAddr,
+    fwmark: u32,
+    /// Scheduled from the header quoted in an ICMP error (`schedule_icmp`).
+    icmp: bool,
+}
+
+/// What a state update did, for the work done after the table lock is released.
+#[derive(Clone, Copy, Debug)]
+struct Updated {
+    assures_template: bool,
+    control: Option<ConnId>,
+    view: ConnView,
+    pkts: u32,
+}
+
+/// The state transition of one packet on a conn, with its side effects (facts §5): the new state and its
+/// timeout, `NOOUTPUT` cleared by a reply, the real server's active/inactive counters and the conn's
+/// `INACTIVE` flag, `in_pkts` for client packets. Runs under the conn's shard lock.
+fn transition(
+    c: &mut ConnMut<'_>,
+    transport: Transport,
+    reply: bool,
+    secure_tcp: bool,
+    timeouts: &ProtoTimeouts,
+    dest: Option<&DestSlot>,
+    events: &EventQueue,
+) -> Updated {
+    let mut flags = c.flags();
+    let dir = state::direction(reply, flags);
+    if state::clears_nooutput(reply, flags) {
+        flags.set(ConnFlags::NOOUTPUT, false);
+    }
+    let step = match transport {
+        Transport::Tcp { flags: tcp_flags } => {
+            let cur = TcpState::from_u8(c.state()).unwrap_or(TcpState::None);
+            let t = tcp::transition(cur, dir, tcp::event_from_flags(tcp_flags), secure_tcp);
+            Some((t.new_state.as_u8(), timeouts.tcp.timeout(t.new_state), t.counter_flip(flags.contains(ConnFlags::INACTIVE)), t.assures_template))
+        }
+        Transport::Udp => {
+            let t = udp::transition(UdpState::Normal, dir);
+            Some((UdpState::Normal.as_u8(), timeouts.udp.timeout(t.new_state), None, t.assures_template))
+        }
+        Transport::Sctp { first: Some(first), second } => {
+            let cur = SctpState::from_u8(c.state()).unwrap_or(SctpState::None);
+            let t = sctp::transition(cur, dir, sctp::event_from_chunks(first, second));
+            Some((t.new_state.as_u8(), timeouts.sctp.timeout(t.new_state), t.counter_flip(flags.contains(ConnFlags::INACTIVE)), t.assures_template))
+        }
+        // No chunk to read: the kernel leaves the state alone.
+        Transport::Sctp { first: None, .. } => None,
+    };
+    let mut assures_template = false;
+    if let Some((new_state, timeout, flip, assures)) = step {
+        c.set_state(new_state);
+        c.set_timeout(timeout);
+        assures_template = assures;
+        if let (Some(active), Some(d)) = (flip, dest.filter(|d| Some(d.id) == c.dest())) {
+            flags.set(ConnFlags::INACTIVE, !active);
+            d.update_state(events, |s| if active { s.conn_became_active() } else { s.conn_became_inactive() });
+        }
+    }
+    c.set_flags(flags);
+    let pkts = if reply { c.in_pkts() } else { c.inc_in_pkts() };
+    Updated { assures_template, control: c.control(), view: c.view(), pkts }
+}
+
+/// The view of a conn that was not inserted (one-packet), as it would have been.
+fn view_of_new(n: &NewConn, now: Instant) -> ConnView {
+    ConnView {
+        protocol: n.protocol,
+        caddr: n.caddr,
+        cport: n.cport,
+        vaddr: n.vaddr,
+        vport: n.vport,
+        daddr: n.daddr,
+        dport: n.dport,
+        flags: n.flags,
+        state: n.state,
+        dest: n.dest,
+        fwmark: n.fwmark,
+        timeout: n.timeout,
+        expires: now + n.timeout,
+        n_control: 0,
+        in_pkts: 0,
+    }
+}
+
+/// The encapsulation of a tunnel real server.
+fn encap_of(t: TunnelConfig, src_port: u16) -> Encap {
+    let csum = t.csum != TunnelCsum::NoCsum;
+    match t.kind {
+        TunnelKind::Ipip => Encap::Ipip,
+        TunnelKind::Gue => Encap::Gue { src_port, dst_port: t.port, checksum: csum },
+        TunnelKind::Gre => Encap::Gre { checksum: t.csum == TunnelCsum::Csum },
+    }
+}
+
+/// Whether the ICMP / ICMPv6 message at `l4` is an error IPVS relates to conns, and its checksum is valid.
+fn icmp_is_error(hdr: &IpHeaders, l4: &[u8]) -> bool {
+    match hdr.protocol {
+        Protocol::Icmp => icmpv4::Packet::new_checked(l4).is_ok_and(|p| p.msg_type().is_error()),
+        _ => icmpv6::Packet::new_checked(l4).is_ok_and(|p| p.msg_type().is_error()),
+    }
+}
+
+fn icmp_checksum_ok(hdr: &IpHeaders, l4: &[u8]) -> bool {
+    match (hdr.src_addr, hdr.dst_addr) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => icmpv6::Packet::new_checked(l4).is_ok_and(|p| p.verify_checksum(&s, &d)),
+        _ => icmpv4::Packet::new_checked(l4).is_ok_and(|p| p.verify_checksum()),
+    }
+}
+
+/// The flow quoted in an ICMP error: protocol, quoted source and destination (with ports).
+fn quoted_flow(hdr: &IpHeaders, pkt: &[u8]) -> Option<(Protocol, SocketAddr, SocketAddr)> {
+    let quote = hdr.l4(pkt).get(icmpv4::HEADER_LEN..)?;
+    let inner = ip::parse_embedded(quote).ok()?;
+    if !inner.protocol.has_ports() || inner.fragment == Fragment::Later || inner.family() != hdr.family() {
+        return None;
+    }
+    let b = inner.l4(quote);
+    let (sport, dport) = (u16::from_be_bytes([*b.first()?, *b.get(1)?]), u16::from_be_bytes([*b.get(2)?, *b.get(3)?]));
+    Some((inner.protocol, SocketAddr::new(inner.src_addr, sport), SocketAddr::new(inner.dst_addr, dport)))
+}
+
+/// # Packet path
+impl Engine {
+    /// Handles one packet that arrived from `direction` at time `now` and says what to do with it; the
+    /// rewrite of the forwarding method (NAT, tunnel) or the ICMP error to send is already in `buf`.
+    ///
+    /// The packet must start with its IP header; give whole datagrams (fragments of IPVS traffic are dropped,
+    /// [`DropReason::Fragment`]).
+    pub fn handle_packet(&self, now: Instant, buf: &mut PacketBuf<'_>, direction: Direction) -> Verdict {
+        let ctl = self.ctl.read();
+        let verdict = match classify(buf.packet()) {
+            Err(reason) => Verdict::Drop(reason),
+            Ok(info) => match direction {
+                Direction::FromClient => self.inbound(now, &ctl, buf, &info, None),
+                Direction::FromRealServer => self.outbound(now, &ctl, buf, &info),
+            },
+        };
+        if let Verdict::Drop(reason) = verdict {
+            self.drops.count(reason);
+        }
+        verdict
+    }
+
+    /// Handles a burst of packets from one side: `verdicts[i]` gets the verdict of `bufs[i]` (for `i` below the
+    /// shorter length). Client packets are parsed first and their conns looked up together (the table hashes
+    /// every key and prefetches before probing), then each is handled in order — the same verdicts, in the
+    /// same order, as `handle_packet` one by one.
+    pub fn handle_burst(
+        &self,
+        now: Instant,
+        bufs: &mut [PacketBuf<'_>],
+        direction: Direction,
+        verdicts: &mut [Verdict],
+    ) {
+        let n = bufs.len().min(verdicts.len());
+        let ctl = self.ctl.read();
+        let mut start = 0;
+        while start < n {
+            let end = (start + BURST).min(n);
+            let mut infos: [Option<Result<PacketInfo, DropReason>>; BURST] = [None; BURST];
+            let mut hints: [Option<Option<(ConnId, ConnView)>>; BURST] = [None; BURST];
+            if direction == Direction::FromClient {
+                let placeholder = InKey::new(Protocol::Tcp, IpAddr::from([0u8; 4]), 0, IpAddr::from([0u8; 4]), 0);
+                let mut keys = [placeholder; BURST];
+                let mut which = [0usize; BURST];
+                let mut n_keys = 0;
+                for (j, buf) in bufs[start..end].iter().enumerate() {
+                    let info = classify(buf.packet());
+                    if let Ok(PacketInfo { hdr, l4: L4::Ports { sport, dport, transport } }) = info {
+                        if hdr.fragment == Fragment::None {
+                            keys[n_keys] =
+                                InKey::new(transport.protocol(), hdr.src_addr, sport, hdr.dst_addr, dport);
+                            which[n_keys] = j;
+                            n_keys += 1;
+                        }
+                    }
+                    infos[j] = Some(info);
+                }
+                let mut found = [None; BURST];
+                self.conns.lookup_burst(&keys[..n_keys], &mut found[..n_keys]);
+                for k in 0..n_keys {
+                    hints[which[k]] = Some(found[k]);
+                }
+            }
+            for j in 0..end - start {
+                let buf = &mut bufs[start + j];
+                let info = infos[j].take().unwrap_or_else(|| classify(buf.packet()));
+                let verdict = match info {
+                    Err(reason) => Verdict::Drop(reason),
+                    Ok(info) => match direction {
+                        Direction::FromClient => self.inbound(now, &ctl, buf, &info, hints[j]),
+                        Direction::FromRealServer => self.outbound(now, &ctl, buf, &info),
+                    },
+                };
+                if let Verdict::Drop(reason) = verdict {
+                    self.drops.count(reason);
+                }
+                verdicts[start + j] = verdict;
+            }
+            start = end;
+        }
+    }
+
+    /// A packet from a client.
+    fn inbound(
+        &self,
+        now: Instant,
+        ctl: &ControlState,
+        buf: &mut PacketBuf<'_>,
+        info: &PacketInfo,
+        hint: Option<Option<(ConnId, ConnView)>>,
+    ) -> Verdict {
+        let (sport, dport, transport) = match info.l4 {
+            L4::Icmp => return self.inbound_icmp(now, ctl, buf, info),
+            L4::Other => return Verdict::Pass,
+            L4::LaterFragment => return self.fragment_verdict(ctl, info.hdr.dst_addr, buf.fwmark() != 0),
+            L4::Ports { .. } if info.is_fragment() => {
+                return self.fragment_verdict(ctl, info.hdr.dst_addr, buf.fwmark() != 0)
+            }
+            L4::Ports { sport, dport, transport } => (sport, dport, transport),
+        };
+        let hdr = &info.hdr;
+        let protocol = transport.protocol();
+        let key = InKey::new(protocol, hdr.src_addr, sport, hdr.dst_addr, dport);
+        let sys = ctl.sysctls;
+        // The hint of a burst may be stale by now (an earlier packet expired or created the conn): the update
+        // below notices a stale handle and looks again, once.
+        for attempt in 0..2 {
+            let mut hit = match (attempt, hint) {
+                (0, Some(h)) => h,
+                _ => self.conns.lookup_in(&key),
+            };
+            // Port reuse (facts §4.1 step 5).
+            if let Some((id, view)) = hit {
+                if sys.conn_reuse_mode != 0 && transport.is_new_conn_packet() {
+                    let dest = view.dest.and_then(|d| ctl.dest(d));
+                    let quiescent = sys.expire_nodest_conn && dest.is_some_and(|d| d.weight() == 0);
+                    let expected = expects_new_conn(&view, sys.conn_reuse_mode)
+                        && self.conns.with_conn(id, |c| c.control().is_none()).unwrap_or(false);
+                    if quiescent || expected {
+                        if view.n_control == 0 {
+                            self.expire_conn(ctl, id);
+                        }
+                        hit = None;
+                    }
+                }
+            }
+            // The conn's real server was removed (facts §4.1 step 6).
+            if let Some((id, view)) = hit {
+                if let Some(dest) = view.dest {
+                    if !ctl.dest(dest).is_some_and(|d| d.linked) {
+                        if sys.expire_nodest_conn {
+                            if view.n_control == 0 {
+                                self.expire_conn(ctl, id);
+                            }
+                            hit = None;
+                        } else if !sys.serve_removed_dests {
+                            return Verdict::Drop(DropReason::DestUnavailable);
+                        }
+                    }
+                }
+            }
+            let conn = match hit {
+                Some((id, view)) => Conn { id: Some(id), view, control: None },
+                None => {
+                    if !transport.schedules(&sys) {
+                        return Verdict::Pass;
+                    }
+                    let flow = NewFlow {
+                        protocol,
+                        client: SocketAddr::new(hdr.src_addr, sport),
+                        virt: SocketAddr::new(hdr.dst_addr, dport),
+                        fwmark: buf.fwmark(),
+                        icmp: false,
+                    };
+                    match self.schedule(now, ctl, buf, &flow) {
+                        Ok(c) => c,
+                        Err(v) => return v,
+                    }
+                }
+            };
+            match self.client_packet(now, ctl, buf, hdr, transport, conn) {
+                Some(v) => return v,
+                None => continue,
+            }
+        }
+        Verdict::Pass
+    }
+
+    /// Statistics, state transition and transmission of a client packet of `conn`. `None` if the conn
+    /// vanished before its update (look it up again).
+    fn client_packet(
+        &self,
+        now: Instant,
+        ctl: &ControlState,
+        buf: &mut PacketBuf<'_>,
+        hdr: &IpHeaders,
+        transport: Transport,
+        conn: Conn,
+    ) -> Option<Verdict> {
+        let dest = conn.view.dest.and_then(|d| ctl.dest(d));
+        let secure = self.defense.secure_tcp_active();
+        let view = match conn.id {
+            Some(id) => {
+                let up = self.conns.update(now, id, |c| {
+                    transition(c, transport, false, secure, &ctl.timeouts, dest, &self.events)
+                })?;
+                if up.assures_template {
+                    if let Some(tpl) = up.control {
+                        self.assure_template(tpl);
+                    }
+                }
+                if let Some(feed) = &self.sync {
+                    feed.conn_update(now, id, &up.view, up.pkts);
+                }
+                up.view
+            }
+            None => conn.view,
+        };
+        self.count_in(ctl, dest, buf.len());
+        let verdict = self.transmit(ctl, buf, hdr, &view, dest, false);
+        if conn.id.is_none() {
+            // One-packet conn: forwarded, now freed (its template, if any, counts the packet).
+            if let Some(d) = dest {
+                d.update_state(&self.events, |s| s.unbind_conn(false));
+            }
+            if let Some(tpl) = conn.control {
+                self.conns.with_conn(tpl, |t| {
+                    t.inc_in_pkts();
+                });
+            }
+        }
+        Some(verdict)
+    }
+
+    /// Marks a template ASSURED (a controlled conn reached ESTABLISHED, or a UDP reply was seen).
+    fn assure_template(&self, tpl: ConnId) {
+        self.conns.with_conn(tpl, |t| {
+            if t.flags().contains(ConnFlags::TEMPLATE) {
+                t.set_state(TEMPLATE_ASSURED);
+            }
+        });
+    }
+
+    /// Removes a conn now (port reuse, removed real server) and settles its counters.
+    fn expire_conn(&self, ctl: &ControlState, id: ConnId) {
+        if let Ok(e) = self.conns.expire(id) {
+            self.settle_expired(ctl, std::slice::from_ref(&e));
+        }
+    }
+
+    /// A fragment: dropped if it is IPVS traffic (to a virtual address, or marked), else none of our business.
+    fn fragment_verdict(&self, ctl: &ControlState, dst: IpAddr, marked: bool) -> Verdict {
+        if ctl.is_vip(&dst) || marked {
+            Verdict::Drop(DropReason::Fragment)
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    fn count_in(&self, ctl: &ControlState, dest: Option<&DestSlot>, len: usize) {
+        if let Some(d) = dest.filter(|d| d.linked) {
+            let len = len as u64;
+            d.stats.counters().add_in(len);
+            if let Some(s) = ctl.services.get(&d.service) {
+                s.stats.counters().add_in(len);
+            }
+            self.total_stats.counters().add_in(len);
+        }
+    }
+
+    fn count_out(&self, ctl: &ControlState, dest: Option<&DestSlot>, len: usize) {
+        if let Some(d) = dest.filter(|d| d.linked) {
+            let len = len as u64;
+            d.stats.counters().add_out(len);
+            if let Some(s) = ctl.services.get(&d.service) {
+                s.stats.counters().add_out(len);
+            }
+            self.total_stats.counters().add_out(len);
+        }
+    }
+
+    // ---- scheduling (facts §4.3–§4.5, §8) ---------------------------------------------------------------
+
+    /// `conn_schedule` after the protocol trigger: service lookup, `drop_packet`, `ip_vs_schedule`,
+    /// `ip_vs_leave`.
+    fn schedule(&self, now: Instant, ctl: &ControlState, buf: &mut PacketBuf<'_>, flow: &NewFlow) -> Result<Conn, Verdict> {
+        let Some(svc) = ctl.find_service(flow.protocol, flow.virt.ip(), flow.virt.port(), flow.fwmark) else {
+            return Err(Verdict::Pass);
+        };
+        if self.defense.should_drop_packet() {
+            return Err(Verdict::Drop(DropReason::DefenseDropPacket));
+        }
+        if flow.client.port() == FTP_DATA_PORT {
+            return Err(Verdict::Pass);
+        }
+        if svc.config.persistence.is_some() {
+            return self.schedule_persistent(now, ctl, svc, buf, flow);
+        }
+        let (svc_port, fwmark_svc) = match svc.config.key {
+            ServiceKey::Addr { addr, .. } => (addr.port(), false),
+            ServiceKey::Fwmark { .. } => (0, true),
+        };
+        if !fwmark_svc && flow.virt.port() != svc_port {
+            return Err(self.leave(svc, buf, flow));
+        }
+        let Some((id, dest)) = self.pick(now, ctl, svc, flow) else {
+            return Err(self.leave(svc, buf, flow));
+        };
+        let dport = if dest.config.addr.port() != 0 { dest.config.addr.port() } else { flow.virt.port() };
+        let new = self.new_conn(svc, dest, flow, dport);
+        let _ = id;
+        self.create(now, ctl, svc, dest, new, None)
+    }
+
+    /// The scheduler's pick for `flow`.
+    fn pick<'c>(&self, now: Instant, ctl: &'c ControlState, svc: &ServiceSlot, flow: &NewFlow) -> Option<(ipvs_proto::DestId, &'c DestSlot)> {
+        let sched_flow = SchedFlow { protocol: flow.protocol, client: flow.client, virt: flow.virt, fwmark: flow.fwmark };
+        let id = svc.sched.lock().pick(ctl, &svc.dests, now, &self.slow_start, &sched_flow)?;
+        ctl.dest(id).map(|d| (id, d))
+    }
+
+    /// The new conn of `flow` to `dest` (not yet inserted).
+    fn new_conn(&self, svc: &ServiceSlot, dest: &DestSlot, flow: &NewFlow, dport: u16) -> NewConn {
+        let mut flags = dest.config.conn_flags();
+        if svc.config.one_packet && flow.protocol == Protocol::Udp {
+            flags |= ConnFlags::ONE_PACKET;
+        }
+        let mut n = NewConn::new(flow.protocol, flow.client, flow.virt, SocketAddr::new(dest.config.addr.ip(), dport))
+            .with_dest(dest.id)
+            .with_flags(flags)
+            .with_timeout(NEW_CONN_TIMEOUT);
+        n.fwmark = flow.fwmark;
+        n
+    }
+
+    /// `ip_vs_sched_persist` (facts §8.2).
+    fn schedule_persistent(
+        &self,
+        now: Instant,
+        ctl: &ControlState,
+        svc: &ServiceSlot,
+        buf: &mut PacketBuf<'_>,
+        flow: &NewFlow,
+    ) -> Result<Conn, Verdict> {
+        let Some(p) = svc.config.persistence else { return Err(Verdict::Pass) };
+        let plan = persistence::template_for(
+            &svc.config.key,
+            p.netmask,
+            flow.protocol,
+            flow.client.ip(),
+            flow.virt.ip(),
+            flow.virt.port(),
+        );
+        let mut found = self.conns.lookup_template(&plan.key);
+        if let Some((tid, tv)) = found {
+            // check_template (facts §3.7).
+            let valid = tv.dest.and_then(|d| ctl.dest(d)).is_some_and(|d| {
+                d.linked && !(ctl.sysctls.expire_quiescent_template && d.weight() == 0)
+            });
+            if !valid {
+                self.conns.invalidate_template(tid);
+                found = None;
+            }
+        }
+        let (tid, dest) = match found.and_then(|(tid, tv)| tv.dest.and_then(|d| ctl.dest(d)).map(|d| (tid, d))) {
+            Some(t) => t,
+            None => {
+                let Some((_, dest)) = self.pick(now, ctl, svc, flow) else {
+                    return Err(self.leave(svc, buf, flow));
+                };
+                let dport = if plan.dport_from_dest { dest.config.addr.port() } else { 0 };
+                let mut tpl = NewConn::template(
+                    &plan.key,
+                    SocketAddr::new(dest.config.addr.ip(), dport),
+                    Duration::from_secs(u64::from(p.timeout_secs)),
+                )
+                .with_dest(dest.id)
+                .with_flags(ConnFlags::TEMPLATE | dest.config.conn_flags());
+                tpl.fwmark = flow.fwmark;
+                let t = self.create(now, ctl, svc, dest, tpl, None)?;
+                let Some(tid) = t.id else { return Err(Verdict::Drop(DropReason::ConnInsert)) };
+                (tid, dest)
+            }
+        };
+        let dport = persistence::conn_dport(&svc.config.key, flow.virt.port(), dest.config.addr.port());
+        let new = self.new_conn(svc, dest, flow, dport).with_control(tid);
+        let conn = self.create(now, ctl, svc, dest, new, Some(tid));
+        // The template is "put": its idle timer restarts.
+        self.conns.update(now, tid, |_| ());
+        conn
+    }
+
+    /// Binds `new` to `dest`, inserts it, counts it (facts §4.4 steps 8–9, §4.6).
+    fn create(
+        &self,
+        now: Instant,
+        ctl: &ControlState,
+        svc: &ServiceSlot,
+        dest: &DestSlot,
+        new: NewConn,
+        control: Option<ConnId>,
+    ) -> Result<Conn, Verdict> {
+        let template = new.is_template();
+        dest.update_state(&self.events, |s| if template { s.bind_template() } else { s.bind_conn(false) });
+        let unbind = || dest.update_state(&self.events, |s| if template { s.unbind_template() } else { s.unbind_conn(false) });
+        let counted = |engine: &Self| {
+            if !template {
+                dest.stats.counters().add_conn();
+                svc.stats.counters().add_conn();
+                engine.total_stats.counters().add_conn();
+            }
+        };
+        match self.conns.insert(now, new) {
+            Ok(id) => {
+                counted(self);
+                if !template && self.events.enabled() {
+                    self.events.push(Event::ConnCreated {
+                        conn: id,
+                        protocol: new.protocol,
+                        client: new.client(),
+                        virt: new.virt(),
+                        real: new.dest_addr(),
+                        dest: dest.id,
+                    });
+                }
+                let _ = ctl;
+                Ok(Conn { id: Some(id), view: view_of_new(&new, now), control })
+            }
+            Err(InsertError::OnePacket) => {
+                counted(self);
+                Ok(Conn { id: None, view: view_of_new(&new, now), control })
+            }
+            Err(InsertError::Exists(id)) => {
+                // Another packet (thread, or earlier in the burst) created it first.
+                unbind();
+                match self.conns.get(id) {
+                    Some(view) => Ok(Conn { id: Some(id), view, control }),
+                    None => Err(Verdict::Drop(DropReason::ConnInsert)),
+                }
+            }
+            Err(InsertError::Full) => {
+                unbind();
+                Err(Verdict::Drop(DropReason::TableFull))
+            }
+            Err(_) => {
+                unbind();
+                Err(Verdict::Drop(DropReason::ConnInsert))
+            }
+        }
+    }
+
+    /// `ip_vs_leave` (facts §4.5): no real server for a new flow.
+    fn leave(&self, svc: &ServiceSlot, buf: &mut PacketBuf<'_>, flow: &NewFlow) -> Verdict {
+        if let ServiceKey::Addr { addr, .. } = svc.config.key {
+            if addr.port() == FTP_PORT && flow.virt.port() != FTP_PORT {
+                return Verdict::Pass;
+            }
+        }
+        if flow.icmp {
+            return Verdict::Drop(DropReason::IcmpNoConn);
+        }
+        self.send_icmp(buf, IcmpKind::PortUnreachable, flow.virt.ip(), DropReason::DestUnavailable)
+    }
+
+    // ---- transmit (facts §9) ----------------------------------------------------------------------------
+
+    /// Replaces the packet with an ICMP error `kind` to its source, from the director's address (or `fallback`,
+    /// the address the packet was sent to). `otherwise` is the drop reason when no error may be sent.
+    fn send_icmp(&self, buf: &mut PacketBuf<'_>, kind: IcmpKind, fallback: IpAddr, otherwise: DropReason) -> Verdict {
+        let Ok(hdr) = ip::parse(buf.packet()) else { return Verdict::Drop(DropReason::Malformed) };
+        if !forward::may_answer_with_icmp(hdr.src_addr, hdr.protocol, hdr.l4(buf.packet()), hdr.fragment == Fragment::Later) {
+            return Verdict::Drop(otherwise);
+        }
+        let src = match fallback {
+            IpAddr::V4(_) => self.local_v4.map_or(fallback, IpAddr::V4),
+            IpAddr::V6(_) => self.local_v6.map_or(fallback, IpAddr::V6),
+        };
+        match forward::emit_icmp_error(buf, src, kind, self.next_ident()) {
+            Ok(to) => Verdict::SendIcmp { to, kind },
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+
+    /// The conn's transmitter. `icmp`: the packet is an ICMP error about the conn (no MTU check, NAT rewrite
+    /// done by the caller).
+    fn transmit(
+        &self,
+        ctl: &ControlState,
+        buf: &mut PacketBuf<'_>,
+        hdr: &IpHeaders,
+        view: &ConnView,
+        dest: Option<&DestSlot>,
+        icmp: bool,
+    ) -> Verdict {
+        let Some(method) = view.fwd_method() else { return Verdict::Pass };
+        let Some(dest_id) = view.dest else { return Verdict::Pass };
+        if method == FwdMethod::Local {
+            return Verdict::Local;
+        }
+        if method == FwdMethod::Bypass {
+            return Verdict::Pass;
+        }
+        // TTL first (the kernel decrements it in the route lookup, before the MTU check).
+        if !forward::decrement_ttl(buf.packet_mut()) {
+            return self.send_icmp(buf, IcmpKind::TimeExceeded, hdr.dst_addr, DropReason::TtlExceeded);
+        }
+        let route_mtu = dest.and_then(|d| d.mtu).unwrap_or(self.mtu);
+        let forward = Verdict::Forward { method, next_hop: view.daddr, dest: dest_id };
+        match method {
+            FwdMethod::Masq | FwdMethod::DirectRoute => {
+                if !icmp {
+                    if let Some(kind) = forward::mtu_error(buf.packet(), route_mtu) {
+                        return self.send_icmp(buf, kind, hdr.dst_addr, DropReason::MtuTooSmall);
+                    }
+                }
+                if method == FwdMethod::Masq
+                    && !icmp
+                    && nat::rewrite_destination(buf.packet_mut(), hdr, view.daddr, view.dport).is_err()
+                {
+                    return Verdict::Drop(DropReason::RewriteFailed);
+                }
+                forward
+            }
+            FwdMethod::Tunnel => {
+                let tcfg = dest.and_then(|d| d.config.tunnel_params()).unwrap_or(TunnelConfig::IPIP);
+                let src_port = forward::gue_source_port(hdr.src_addr, hdr.dst_addr, view.cport, view.vport, view.protocol);
+                let src = match view.daddr {
+                    IpAddr::V4(_) => self.local_v4.map_or(hdr.dst_addr, IpAddr::V4),
+                    IpAddr::V6(_) => self.local_v6.map_or(hdr.dst_addr, IpAddr::V6),
+                };
+                let pmtu_disc = ctl.sysctls.pmtu_disc;
+                let tunnel = forward::tunnel_for(encap_of(tcfg, src_port), src, view.daddr, self.next_ident(), pmtu_disc);
+                let tmtu = u64::from(route_mtu).saturating_sub(forward::tunnel_overhead(&tunnel) as u64);
+                let min = if view.daddr.is_ipv4() { IPV4_MIN_MTU } else { IPV6_MIN_MTU };
+                if tmtu < u64::from(min) {
+                    return Verdict::Drop(DropReason::MtuTooSmall);
+                }
+                let tmtu = u32::try_from(tmtu).unwrap_or(u32::MAX);
+                if !icmp && (buf.len() as u64) > u64::from(tmtu) {
+                    let reject = match hdr.family() {
+                        ipvs_proto::AddressFamily::Inet => pmtu_disc && forward::dont_fragment(buf.packet()),
+                        ipvs_proto::AddressFamily::Inet6 => true,
+                    };
+                    if reject {
+                        if let Some(kind) = forward::mtu_error(buf.packet(), tmtu) {
+                            return self.send_icmp(buf, kind, hdr.dst_addr, DropReason::MtuTooSmall);
+                        }
+                    }
+                }
+                match forward::encapsulate(buf, &tunnel) {
+                    Ok(()) => forward,
+                    Err(reason) => Verdict::Drop(reason),
+                }
+            }
+            FwdMethod::Local | FwdMethod::Bypass => Verdict::Pass,
+        }
+    }
+
+    // ---- replies (facts §4.2) ---------------------------------------------------------------------------
+
+    /// A packet from a real server.
+    fn outbound(&self, now: Instant, ctl: &ControlState, buf: &mut PacketBuf<'_>, info: &PacketInfo) -> Verdict {
+        let hdr = &info.hdr;
+        let (sport, dport, transport) = match info.l4 {
+            L4::Icmp => return self.outbound_icmp(ctl, buf, info),
+            L4::Other => return Verdict::Pass,
+            L4::LaterFragment => return self.reply_fragment_verdict(ctl, hdr.src_addr),
+            L4::Ports { .. } if info.is_fragment() => return self.reply_fragment_verdict(ctl, hdr.src_addr),
+            L4::Ports { sport, dport, transport } => (sport, dport, transport),
+        };
+        let key = OutKey::new(transport.protocol(), hdr.src_addr, sport, hdr.dst_addr, dport);
+        let Some((id, view)) = self.conns.lookup_out(&key) else {
+            if ctl.sysctls.nat_icmp_send && ctl.is_masq_server(hdr.src_addr, sport) && !transport.is_reset() {
+                return self.send_icmp(buf, IcmpKind::PortUnreachable, hdr.dst_addr, DropReason::NoRoom);
+            }
+            return Verdict::Pass;
+        };
+        let dest = view.dest.and_then(|d| ctl.dest(d));
+        let secure = self.defense.secure_tcp_active();
+        let Some(up) = self.conns.update(now, id, |c| transition(c, transport, true, secure, &ctl.timeouts, dest, &self.events))
+        else {
+            return Verdict::Pass;
+        };
+        if up.assures_template {
+            if let Some(tpl) = up.control {
+                self.assure_template(tpl);
+            }
+        }
+        self.count_out(ctl, dest, buf.len());
+        self.reply_transmit(buf, hdr, &up.view, false)
+    }
+
+    /// Sends a reply (or an ICMP error from the real server) on to the client: NAT rewrites the source back
+    /// to the virtual service.
+    fn reply_transmit(&self, buf: &mut PacketBuf<'_>, hdr: &IpHeaders, view: &ConnView, icmp: bool) -> Verdict {
+        let Some(dest) = view.dest else { return Verdict::Pass };
+        let method = view.fwd_method().unwrap_or(FwdMethod::Masq);
+        if !forward::decrement_ttl(buf.packet_mut()) {
+            return self.send_icmp(buf, IcmpKind::TimeExceeded, hdr.dst_addr, DropReason::TtlExceeded);
+        }
+        if method == FwdMethod::Masq {
+            let rewritten = if icmp {
+                nat::rewrite_icmp_error_outbound(buf.packet_mut(), hdr, view.virt())
+            } else {
+                nat::rewrite_source(buf.packet_mut(), hdr, view.vaddr, view.vport)
+            };
+            if rewritten.is_err() {
+                return Verdict::Drop(DropReason::RewriteFailed);
+            }
+        }
+        Verdict::Forward { method, next_hop: hdr.dst_addr, dest }
+    }
+
+    fn reply_fragment_verdict(&self, ctl: &ControlState, src: IpAddr) -> Verdict {
+        if ctl.is_masq_addr(&src) {
+            Verdict::Drop(DropReason::Fragment)
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    // ---- ICMP errors (facts §5.6) -----------------------------------------------------------------------
+
+    /// An ICMP error from a client about a packet the director sent it (VIP → client).
+    fn inbound_icmp(&self, now: Instant, ctl: &ControlState, buf: &mut PacketBuf<'_>, info: &PacketInfo) -> Verdict {
+        let hdr = &info.hdr;
+        if info.is_fragment() {
+            return self.fragment_verdict(ctl, hdr.dst_addr, buf.fwmark() != 0);
+        }
+        if !icmp_is_error(hdr, hdr.l4(buf.packet())) {
+            return Verdict::Pass;
+        }
+        let Some((protocol, quoted_src, quoted_dst)) = quoted_flow(hdr, buf.packet()) else { return Verdict::Pass };
+        // The quote runs VIP → client: the conn's client is the quoted destination.
+        let key = InKey::new(protocol, quoted_dst.ip(), quoted_dst.port(), quoted_src.ip(), quoted_src.port());
+        let conn = match self.conns.lookup_in(&key) {
+            Some((id, view)) => Conn { id: Some(id), view, control: None },
+            None if ctl.sysctls.schedule_icmp => {
+                let flow = NewFlow { protocol, client: quoted_dst, virt: quoted_src, fwmark: buf.fwmark(), icmp: true };
+                match self.schedule(now, ctl, buf, &flow) {
+                    Ok(c) => c,
+                    Err(v) => return v,
+                }
+            }
+            None => return Verdict::Pass,
+        };
+        if !icmp_checksum_ok(hdr, hdr.l4(buf.packet())) {
+            return Verdict::Drop(DropReason::BadIcmpChecksum);
+        }
+        let view = conn.view;
+        let dest = view.dest.and_then(|d| ctl.dest(d));
+        self.count_in(ctl, dest, buf.len());
+        let verdict = if view.fwd_method() == Some(FwdMethod::Masq) {
+            if !forward::decrement_ttl(buf.packet_mut()) {
+                self.send_icmp(buf, IcmpKind::TimeExceeded, hdr.dst_addr, DropReason::TtlExceeded)
+            } else if nat::rewrite_icmp_error_inbound(buf.packet_mut(), hdr, view.dest_addr()).is_err() {
+                Verdict::Drop(DropReason::RewriteFailed)
+            } else {
+                match view.dest {
+                    Some(dest) => Verdict::Forward { method: FwdMethod::Masq, next_hop: view.daddr, dest },
+                    None => Verdict::Pass,
+                }
+            }
+        } else {
+            self.transmit(ctl, buf, hdr, &view, dest, true)
+        };
+        if conn.id.is_none() {
+            if let Some(d) = dest {
+                d.update_state(&self.events, |s| s.unbind_conn(false));
+            }
+        }
+        verdict
+    }
+
+    /// An ICMP error from a real server about a packet of a NAT conn (client → real server).
+    fn outbound_icmp(&self, ctl: &ControlState, buf: &mut PacketBuf<'_>, info: &PacketInfo) -> Verdict {
+        let hdr = &info.hdr;
+        if info.is_fragment() {
+            return self.reply_fragment_verdict(ctl, hdr.src_addr);
+        }
+        if !icmp_is_error(hdr, hdr.l4(buf.packet())) {
+            return Verdict::Pass;
+        }
+        let Some((protocol, quoted_src, quoted_dst)) = quoted_flow(hdr, buf.packet()) else { return Verdict::Pass };
+        // The quote runs client → real server.
+        let key = OutKey::new(protocol, quoted_dst.ip(), quoted_dst.port(), quoted_src.ip(), quoted_src.port());
+        let Some((_, view)) = self.conns.lookup_out(&key) else { return Verdict::Pass };
+        if !icmp_checksum_ok(hdr, hdr.l4(buf.packet())) {
+            return Verdict::Drop(DropReason::BadIcmpChecksum);
+        }
+        let dest = view.dest.and_then(|d| ctl.dest(d));
+        self.count_out(ctl, dest, buf.len());
+        self.reply_transmit(buf, hdr, &view, true)
+    }
+}
+
+/// The state half of `is_new_conn_expected` (facts §4.1 step 5): TCP TIME_WAIT/CLOSE (and with mode bit 2
+/// FIN_WAIT on a `NOOUTPUT` conn), SCTP CLOSED. The other half — the conn has no controller — is checked by
+/// the caller.
+fn expects_new_conn(view: &ConnView, conn_reuse_mode: u32) -> bool {
+    match view.protocol {
+        Protocol::Tcp => TcpState::from_u8(view.state).is_some_and(|s| {
+            state::tcp_expects_new_conn(s, conn_reuse_mode, view.flags.contains(ConnFlags::NOOUTPUT))
+        }),
+        Protocol::Sctp => {
+            SctpState::from_u8(view.state).is_some_and(|s| state::sctp_expects_new_conn(s, conn_reuse_mode))
+        }
+        _ => false,
+    }
+}

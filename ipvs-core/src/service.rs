@@ -1,0 +1,736 @@
+//! Virtual services and real servers with ipvsadm semantics (facts §2, §7, §13): the control operations of
+//! [`Engine`], the service lookup of the packet path (facts §2.1), and the dest trash (facts §2.3).
+//!
+//! # Model
+//!
+//! Services live in a map by [`ServiceKey`]; each keeps its real servers as a list of [`DestId`]s in the
+//! kernel's order (most recently added first, facts §2.4), its scheduler and a cached list of
+//! [`DestView`]s the scheduler sees. Real servers live in a slab indexed by their id, whether linked to a
+//! service or in the trash; their counters ([`DestState`]) sit behind a mutex each, since packets of every
+//! thread bind and unbind conns.
+//!
+//! The scheduler's view list is refreshed from the counters right before each pick: every entry that changed
+//! is reported to the scheduler first ([`Scheduler::counters_changed`], or [`Scheduler::dests_changed`] with
+//! `Updated` when the effective weight moved — slow start), so index-keeping schedulers stay exact without
+//! the packet path taking the scheduler's lock on every counter change.
+//!
+//! # Trash
+//!
+//! A deleted real server (or one of a deleted service) loses `AVAILABLE` and leaves its service's list, but
+//! keeps its id, counters and statistics while conns point at it. Adding the same address:port to the same
+//! service brings it back (counters and statistics kept). Every 60 s the trash is checked; a real server
+//! without conns or templates for 120 s is freed.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+
+use ipvs_conn::ConnView;
+use ipvs_proto::{AddressFamily, DestFlags, DestId, FwdMethod, Instant, Protocol, ServiceKey};
+use ipvs_sched::{
+    new_scheduler, CounterChange, DestEvent, DestState, DestView, SchedConfig, SchedFlow, Scheduler,
+};
+use parking_lot::Mutex;
+
+use crate::config::{Command, ConfigError, DestConfig, ServiceConfig, Timeouts, NO_SCHEDULER};
+use crate::engine::{DestInfo, Engine, EngineError, ProtoTimeouts, ServiceInfo, Sysctls, TRASH_IDLE};
+use crate::events::{Event, EventQueue};
+use crate::persistence::FTP_PORT;
+use crate::slow_start::SlowStart;
+use crate::stats::StatsCell;
+
+/// The FTP data port (facts §8.4).
+const FTP_DATA_PORT: u16 = 20;
+/// The first unprivileged port (the kernel's default `ip_unprivileged_port_start`).
+const UNPRIVILEGED_PORT: u16 = 1024;
+
+/// The configuration side of the engine, behind its read-write lock.
+#[derive(Debug)]
+pub(crate) struct ControlState {
+    pub(crate) services: HashMap<ServiceKey, ServiceSlot>,
+    /// Real servers by id (linked or in the trash); `None` once freed.
+    pub(crate) dests: Vec<Option<DestSlot>>,
+    /// Real servers in the trash.
+    pub(crate) n_trash: usize,
+    /// Services on port 21 (TCP), for the FTP data-port fallback of the service lookup.
+    n_ftp: usize,
+    /// Non-fwmark services on port 0, for the catch-all fallback.
+    n_port0: usize,
+    /// Address and port of every NAT real server (`nat_icmp_send`, fragment policy of replies).
+    masq_servers: HashSet<(IpAddr, u16)>,
+    /// Addresses of NAT real servers.
+    masq_addrs: HashSet<IpAddr>,
+    /// Virtual addresses of address services.
+    vips: HashSet<IpAddr>,
+    pub(crate) sysctls: Sysctls,
+    pub(crate) timeouts: ProtoTimeouts,
+}
+
+/// A virtual service.
+#[derive(Debug)]
+pub(crate) struct ServiceSlot {
+    pub(crate) config: ServiceConfig,
+    /// Real servers in the kernel's list order (most recently added first).
+    pub(crate) dests: Vec<DestId>,
+    pub(crate) sched: Mutex<SchedSlot>,
+    pub(crate) stats: StatsCell,
+}
+
+/// A service's scheduler and the list it was last shown.
+#[derive(Debug)]
+pub(crate) struct SchedSlot {
+    sched: Option<Box<dyn Scheduler>>,
+    views: Vec<DestView>,
+}
+
+/// A real server.
+#[derive(Debug)]
+pub(crate) struct DestSlot {
+    pub(crate) id: DestId,
+    pub(crate) config: DestConfig,
+    /// The service it belongs (or belonged, in the trash) to.
+    pub(crate) service: ServiceKey,
+    /// Linked to its service (the kernel's `AVAILABLE`).
+    pub(crate) linked: bool,
+    /// Path MTU override.
+    pub(crate) mtu: Option<u32>,
+    /// Slow start: when the ramp began.
+    pub(crate) ramp_since: Option<Instant>,
+    /// Trash: since when it has had no conns.
+    idle_since: Option<Instant>,
+    pub(crate) state: Mutex<DestState>,
+    pub(crate) stats: StatsCell,
+}
+
+impl DestSlot {
+    /// Runs `f` on the counters under their lock and queues an event when OVERLOAD flips.
+    pub(crate) fn update_state<R>(&self, events: &EventQueue, f: impl FnOnce(&mut DestState) -> R) -> R {
+        let mut st = self.state.lock();
+        let was = st.is_overloaded();
+        let r = f(&mut st);
+        let now = st.is_overloaded();
+        drop(st);
+        if was != now {
+            events.push(if now { Event::DestOverloaded { dest: self.id } } else { Event::DestRecovered { dest: self.id } });
+        }
+        r
+    }
+
+    /// The current weight (the configured one, not slow start's).
+    pub(crate) fn weight(&self) -> u32 {
+        self.state.lock().weight
+    }
+
+    /// What the scheduler sees of this real server at `now`.
+    fn view(&self, now: Instant, ramp: &SlowStart) -> DestView {
+        let mut v = self.state.lock().view(self.id, self.config.addr);
+        if let Some(since) = self.ramp_since {
+            v.weight = ramp.effective_weight(v.weight, since, now);
+        }
+        v
+    }
+
+    fn info(&self) -> DestInfo {
+        let st = *self.state.lock();
+        DestInfo {
+            id: self.id,
+            config: self.config,
+            active_conns: st.active_conns,
+            inactive_conns: st.inactive_conns,
+            persist_conns: st.persist_conns,
+            overloaded: st.is_overloaded(),
+            stats: self.stats.snapshot(),
+        }
+    }
+
+    fn refcount(&self) -> u64 {
+        let st = self.state.lock();
+        st.total_conns() + u64::from(st.persist_conns)
+    }
+}
+
+impl SchedSlot {
+    /// Refreshes the views of `ids` at `now`, telling the scheduler about each change, then picks.
+    pub(crate) fn pick(
+        &mut self,
+        ctl: &ControlState,
+        ids: &[DestId],
+        now: Instant,
+        ramp: &SlowStart,
+        flow: &SchedFlow,
+    ) -> Option<DestId> {
+        let sched = self.sched.as_mut()?;
+        if self.views.len() != ids.len() {
+            // Cannot happen (the list and the views change together under the write lock); rebuild.
+            self.views = ids.iter().filter_map(|id| ctl.dest(*id)).map(|d| d.view(now, ramp)).collect();
+            sched.bind(&self.views);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let Some(dest) = ctl.dest(*id) else { continue };
+            let new = dest.view(now, ramp);
+            let old = self.views[i];
+            if old != new {
+                self.views[i] = new;
+                if old.weight != new.weight || old.last_weight != new.last_weight {
+                    sched.dests_changed(&self.views, DestEvent::Updated { index: i });
+                } else {
+                    sched.counters_changed(&self.views, CounterChange { index: i });
+                }
+            }
+        }
+        let idx = sched.schedule(now, flow, &self.views)?;
+        self.views.get(idx).map(|v| v.id)
+    }
+}
+
+impl ControlState {
+    pub(crate) fn new(sysctls: Sysctls, timeouts: ProtoTimeouts) -> Self {
+        Self {
+            services: HashMap::new(),
+            dests: Vec::new(),
+            n_trash: 0,
+            n_ftp: 0,
+            n_port0: 0,
+            masq_servers: HashSet::new(),
+            masq_addrs: HashSet::new(),
+            vips: HashSet::new(),
+            sysctls,
+            timeouts,
+        }
+    }
+
+    /// The real server with `id` (linked or in the trash).
+    #[inline]
+    pub(crate) fn dest(&self, id: DestId) -> Option<&DestSlot> {
+        self.dests.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// The service a packet belongs to (facts §2.1): by fwmark (if the packet has one), then exactly, then
+    /// the FTP data-port fallback, then a port-0 service.
+    pub(crate) fn find_service(
+        &self,
+        protocol: Protocol,
+        vaddr: IpAddr,
+        vport: u16,
+        fwmark: u32,
+    ) -> Option<&ServiceSlot> {
+        if fwmark != 0 {
+            let key = ServiceKey::Fwmark { mark: fwmark, family: AddressFamily::of(&vaddr) };
+            if let Some(s) = self.services.get(&key) {
+                return Some(s);
+            }
+        }
+        let exact = |port| self.services.get(&ServiceKey::Addr { protocol, addr: SocketAddr::new(vaddr, port) });
+        if let Some(s) = exact(vport) {
+            return Some(s);
+        }
+        if protocol == Protocol::Tcp && self.n_ftp > 0 && (vport == FTP_DATA_PORT || vport >= UNPRIVILEGED_PORT) {
+            if let Some(s) = exact(FTP_PORT) {
+                return Some(s);
+            }
+        }
+        if self.n_port0 > 0 {
+            return exact(0);
+        }
+        None
+    }
+
+    /// Whether `addr` is the virtual address of some address service.
+    pub(crate) fn is_vip(&self, addr: &IpAddr) -> bool {
+        self.vips.contains(addr)
+    }
+
+    /// Whether `addr` is the address of a NAT real server.
+    pub(crate) fn is_masq_addr(&self, addr: &IpAddr) -> bool {
+        self.masq_addrs.contains(addr)
+    }
+
+    /// Whether `addr:port` is a NAT real server (the kernel's `ip_vs_has_real_service`).
+    pub(crate) fn is_masq_server(&self, addr: IpAddr, port: u16) -> bool {
+        self.masq_servers.contains(&(addr, port))
+    }
+
+    /// Whether a template belongs to a one-packet service (the `drop_entry` rule for templates).
+    pub(crate) fn is_ops_template(&self, v: &ConnView) -> bool {
+        v.dest
+            .and_then(|id| self.dest(id))
+            .and_then(|d| self.services.get(&d.service))
+            .is_some_and(|s| s.config.one_packet)
+    }
+
+    /// Runs every rate estimator.
+    pub(crate) fn tick_stats(&self, now: Instant) {
+        for s in self.services.values() {
+            s.stats.tick(now);
+        }
+        for d in self.dests.iter().flatten() {
+            d.stats.tick(now);
+        }
+    }
+
+    /// The trash check (every 60 s): frees real servers unused for 120 s.
+    pub(crate) fn check_trash(&mut self, now: Instant) {
+        let mut freed = 0;
+        for slot in &mut self.dests {
+            let Some(d) = slot else { continue };
+            if d.linked {
+                continue;
+            }
+            if d.refcount() != 0 {
+                d.idle_since = None;
+                continue;
+            }
+            match d.idle_since {
+                None => d.idle_since = Some(now),
+                Some(since) if now.saturating_duration_since(since) >= TRASH_IDLE => {
+                    *slot = None;
+                    freed += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        self.n_trash -= freed;
+    }
+
+    pub(crate) fn service_info(&self, s: &ServiceSlot) -> ServiceInfo {
+        ServiceInfo {
+            config: s.config.clone(),
+            dests: s.dests.iter().filter_map(|id| self.dest(*id)).map(DestSlot::info).collect(),
+            stats: s.stats.snapshot(),
+        }
+    }
+
+    /// Rebuilds the lookup helpers after a configuration change.
+    fn reindex(&mut self) {
+        self.n_ftp = 0;
+        self.n_port0 = 0;
+        self.masq_servers.clear();
+        self.masq_addrs.clear();
+        self.vips.clear();
+        for s in self.services.values() {
+            if let ServiceKey::Addr { protocol, addr } = s.config.key {
+                self.vips.insert(addr.ip());
+                if addr.port() == 0 {
+                    self.n_port0 += 1;
+                }
+                if addr.port() == FTP_PORT && protocol == Protocol::Tcp {
+                    self.n_ftp += 1;
+                }
+            }
+            for id in &s.dests {
+                if let Some(d) = self.dests.get(id.0 as usize).and_then(Option::as_ref) {
+                    if d.config.fwd == FwdMethod::Masq {
+                        self.masq_servers.insert((d.config.addr.ip(), d.config.addr.port()));
+                        self.masq_addrs.insert(d.config.addr.ip());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The views of a service's list at `now`.
+    fn views(&self, ids: &[DestId], now: Instant, ramp: &SlowStart) -> Vec<DestView> {
+        ids.iter().filter_map(|id| self.dest(*id)).map(|d| d.view(now, ramp)).collect()
+    }
+
+    /// Moves a real server to the trash (its service's list has already dropped it).
+    fn trash(&mut self, id: DestId) {
+        if let Some(Some(d)) = self.dests.get_mut(id.0 as usize) {
+            d.state.lock().unlink();
+            d.linked = false;
+            d.idle_since = None;
+            self.n_trash += 1;
+        }
+    }
+}
+
+fn build_scheduler(config: &ServiceConfig, base: &SchedConfig) -> Result<Option<Box<dyn Scheduler>>, EngineError> {
+    if config.scheduler == NO_SCHEDULER {
+        return Ok(None);
+    }
+    let sched_config = SchedConfig { flags: config.sched_flags, ..*base };
+    new_scheduler(&config.scheduler, &sched_config)
+        .map(Some)
+        .map_err(|_| EngineError::Config(ConfigError::UnknownScheduler(crate::config::ArgText::new(&config.scheduler))))
+}
+
+fn check_dest_address(addr: IpAddr) -> Result<(), EngineError> {
+    let bad = addr.is_unspecified()
+        || addr.is_multicast()
+        || match addr {
+            IpAddr::V4(a) => a.is_broadcast(),
+            IpAddr::V6(_) => false,
+        };
+    if bad {
+        Err(EngineError::DestAddress(addr))
+    } else {
+        Ok(())
+    }
+}
+
+/// # Control plane (ipvsadm semantics, facts §13)
+///
+/// Every operation validates first and changes nothing on error. Operations take `now` for the statistics'
+/// estimators and slow start.
+impl Engine {
+    /// Applies one ipvsadm command ([`crate::ipvsadm::parse_rules`] makes them from rule text).
+    ///
+    /// # Errors
+    /// As the operation it maps to; sync daemons give [`EngineError::SyncDaemonUnavailable`].
+    pub fn apply(&self, now: Instant, command: Command) -> Result<(), EngineError> {
+        match command {
+            Command::AddService(c) => self.add_service(now, c),
+            Command::EditService(c) => self.edit_service(now, c),
+            Command::DeleteService(k) => self.del_service(k),
+            Command::Flush => {
+                self.flush();
+                Ok(())
+            }
+            Command::AddDest { service, dest } => self.add_dest(now, &service, dest).map(|_| ()),
+            Command::EditDest { service, dest } => self.edit_dest(now, &service, dest),
+            Command::DeleteDest { service, addr } => self.del_dest(&service, addr),
+            Command::SetTimeouts(t) => self.set_timeouts(t),
+            Command::StartDaemon(_) | Command::StopDaemon(_) => Err(EngineError::SyncDaemonUnavailable),
+            Command::Zero(k) => self.zero(k.as_ref()),
+        }
+    }
+
+    /// `ipvsadm -A`: adds a virtual service with no real servers.
+    ///
+    /// # Errors
+    /// A [`ServiceConfig::validate`] error, [`ConfigError::ServiceExists`], or
+    /// [`EngineError::PersistenceEngineUnavailable`] for `--pe`.
+    pub fn add_service(&self, now: Instant, config: ServiceConfig) -> Result<(), EngineError> {
+        config.validate()?;
+        if config.pe_name.is_some() {
+            return Err(EngineError::PersistenceEngineUnavailable);
+        }
+        let mut sched = build_scheduler(&config, &self.sched_base)?;
+        let mut ctl = self.ctl.write();
+        if ctl.services.contains_key(&config.key) {
+            return Err(ConfigError::ServiceExists(config.key).into());
+        }
+        if let Some(s) = sched.as_mut() {
+            s.bind(&[]);
+        }
+        let key = config.key;
+        let slot = ServiceSlot {
+            config,
+            dests: Vec::new(),
+            sched: Mutex::new(SchedSlot { sched, views: Vec::new() }),
+            stats: StatsCell::new(now),
+        };
+        ctl.services.insert(key, slot);
+        ctl.reindex();
+        Ok(())
+    }
+
+    /// `ipvsadm -E`: replaces a service's configuration (scheduler, flags, persistence); its real servers stay.
+    /// A new scheduler starts from the current list.
+    ///
+    /// # Errors
+    /// A [`ServiceConfig::validate`] error, [`ConfigError::ServiceNotFound`], or
+    /// [`EngineError::PersistenceEngineUnavailable`].
+    pub fn edit_service(&self, now: Instant, config: ServiceConfig) -> Result<(), EngineError> {
+        config.validate()?;
+        if config.pe_name.is_some() {
+            return Err(EngineError::PersistenceEngineUnavailable);
+        }
+        let mut sched = build_scheduler(&config, &self.sched_base)?;
+        let mut ctl = self.ctl.write();
+        let ids = match ctl.services.get(&config.key) {
+            Some(s) => s.dests.clone(),
+            None => return Err(ConfigError::ServiceNotFound(config.key).into()),
+        };
+        let views = ctl.views(&ids, now, &self.slow_start);
+        if let Some(s) = sched.as_mut() {
+            s.bind(&views);
+        }
+        if let Some(slot) = ctl.services.get_mut(&config.key) {
+            slot.config = config;
+            *slot.sched.get_mut() = SchedSlot { sched, views };
+        }
+        ctl.reindex();
+        Ok(())
+    }
+
+    /// `ipvsadm -D`: deletes a service; its real servers go to the trash (their conns keep them).
+    ///
+    /// # Errors
+    /// [`ConfigError::ServiceNotFound`].
+    pub fn del_service(&self, key: ServiceKey) -> Result<(), EngineError> {
+        let mut ctl = self.ctl.write();
+        let slot = ctl.services.remove(&key).ok_or(ConfigError::ServiceNotFound(key))?;
+        for id in slot.dests {
+            ctl.trash(id);
+            self.expire_nodest(&ctl, id);
+        }
+        ctl.reindex();
+        Ok(())
+    }
+
+    /// `ipvsadm -C`: deletes every service.
+    pub fn flush(&self) {
+        let mut ctl = self.ctl.write();
+        let slots: Vec<ServiceSlot> = ctl.services.drain().map(|(_, s)| s).collect();
+        for slot in slots {
+            for id in slot.dests {
+                ctl.trash(id);
+                self.expire_nodest(&ctl, id);
+            }
+        }
+        ctl.reindex();
+    }
+
+    /// `ipvsadm -a`: adds a real server at the head of the service's list (or brings the same one back from
+    /// the trash, counters and statistics kept). Returns its id.
+    ///
+    /// # Errors
+    /// A [`DestConfig::validate_for`] error, [`ConfigError::ServiceNotFound`], [`ConfigError::DestExists`],
+    /// [`EngineError::MixedFamilyTunnel`], [`EngineError::DestAddress`] or [`EngineError::DestIdsExhausted`].
+    pub fn add_dest(&self, now: Instant, service: &ServiceKey, config: DestConfig) -> Result<DestId, EngineError> {
+        config.validate_for(service)?;
+        if AddressFamily::of(&config.addr.ip()) != service.family() {
+            return Err(EngineError::MixedFamilyTunnel);
+        }
+        check_dest_address(config.addr.ip())?;
+        let mut ctl = self.ctl.write();
+        let ctl = &mut *ctl;
+        let svc = ctl.services.get(service).ok_or(ConfigError::ServiceNotFound(*service))?;
+        let exists = svc.dests.iter().any(|id| ctl.dest(*id).is_some_and(|d| d.config.addr == config.addr));
+        if exists {
+            return Err(ConfigError::DestExists(config.addr).into());
+        }
+        // Slow start only for a service that carries traffic already (a fresh configuration has nothing to
+        // stampede).
+        let ramp = self.slow_start.period.total_millis() > 0
+            && config.weight > 0
+            && svc.stats.counters().load().conns > 0;
+        let trashed = ctl
+            .dests
+            .iter()
+            .flatten()
+            .find(|d| !d.linked && d.service == *service && d.config.addr == config.addr)
+            .map(|d| d.id);
+        let id = match trashed {
+            Some(id) => {
+                let Some(Some(d)) = ctl.dests.get_mut(id.0 as usize) else {
+                    return Err(EngineError::UnknownDest(id));
+                };
+                d.state
+                    .lock()
+                    .revive(config.weight, config.u_threshold, config.l_threshold)
+                    .map_err(|_| ConfigError::Thresholds { upper: config.u_threshold, lower: config.l_threshold })?;
+                d.config = config;
+                d.linked = true;
+                d.idle_since = None;
+                d.ramp_since = ramp.then_some(now);
+                ctl.n_trash -= 1;
+                id
+            }
+            None => {
+                let state = DestState::new(config.weight, config.u_threshold, config.l_threshold)
+                    .map_err(|_| ConfigError::Thresholds { upper: config.u_threshold, lower: config.l_threshold })?;
+                let raw = u32::try_from(ctl.dests.len()).ok().filter(|n| *n < u32::MAX);
+                let id = DestId(raw.ok_or(EngineError::DestIdsExhausted)?);
+                ctl.dests.push(Some(DestSlot {
+                    id,
+                    config,
+                    service: *service,
+                    linked: true,
+                    mtu: None,
+                    ramp_since: ramp.then_some(now),
+                    idle_since: None,
+                    state: Mutex::new(state),
+                    stats: StatsCell::new(now),
+                }));
+                id
+            }
+        };
+        let view = ctl.dest(id).map(|d| d.view(now, &self.slow_start));
+        if let (Some(svc), Some(view)) = (ctl.services.get_mut(service), view) {
+            svc.dests.insert(0, id);
+            let sched = svc.sched.get_mut();
+            sched.views.insert(0, view);
+            if let Some(s) = sched.sched.as_mut() {
+                s.dests_changed(&sched.views, DestEvent::Added { index: 0 });
+            }
+        }
+        ctl.reindex();
+        Ok(id)
+    }
+
+    /// `ipvsadm -e`: replaces a real server's configuration (found by address and port). Weight and thresholds
+    /// take effect at once (OVERLOAD is cleared when the upper threshold goes to 0 or up); the forwarding
+    /// method and tunnel parameters apply to new conns.
+    ///
+    /// # Errors
+    /// As [`add_dest`](Self::add_dest), with [`ConfigError::DestNotFound`] instead of `DestExists`.
+    pub fn edit_dest(&self, now: Instant, service: &ServiceKey, config: DestConfig) -> Result<(), EngineError> {
+        config.validate_for(service)?;
+        if AddressFamily::of(&config.addr.ip()) != service.family() {
+            return Err(EngineError::MixedFamilyTunnel);
+        }
+        let mut ctl = self.ctl.write();
+        let ctl = &mut *ctl;
+        let svc = ctl.services.get(service).ok_or(ConfigError::ServiceNotFound(*service))?;
+        let (index, id) = svc
+            .dests
+            .iter()
+            .enumerate()
+            .find(|(_, id)| ctl.dest(**id).is_some_and(|d| d.config.addr == config.addr))
+            .map(|(i, id)| (i, *id))
+            .ok_or(ConfigError::DestNotFound(config.addr))?;
+        let Some(Some(d)) = ctl.dests.get_mut(id.0 as usize) else {
+            return Err(EngineError::UnknownDest(id));
+        };
+        let old_weight = d.weight();
+        d.update_state(&self.events, |s| s.edit(config.weight, config.u_threshold, config.l_threshold))
+            .map_err(|_| ConfigError::Thresholds { upper: config.u_threshold, lower: config.l_threshold })?;
+        d.config = config;
+        if old_weight == 0 && config.weight > 0 && self.slow_start.period.total_millis() > 0 {
+            d.ramp_since = Some(now);
+        }
+        let view = d.view(now, &self.slow_start);
+        if let Some(svc) = ctl.services.get_mut(service) {
+            let sched = svc.sched.get_mut();
+            if let Some(v) = sched.views.get_mut(index) {
+                *v = view;
+            }
+            if let Some(s) = sched.sched.as_mut() {
+                s.dests_changed(&sched.views, DestEvent::Updated { index });
+            }
+        }
+        ctl.reindex();
+        Ok(())
+    }
+
+    /// `ipvsadm -d`: removes a real server from its service. It moves to the trash: its conns keep pointing at
+    /// it (see [`Sysctls::serve_removed_dests`] and [`Sysctls::expire_nodest_conn`], which deletes them at
+    /// once).
+    ///
+    /// # Errors
+    /// [`ConfigError::ServiceNotFound`], [`ConfigError::DestNotFound`].
+    pub fn del_dest(&self, service: &ServiceKey, addr: SocketAddr) -> Result<(), EngineError> {
+        let mut ctl = self.ctl.write();
+        let ctl = &mut *ctl;
+        let svc = ctl.services.get(service).ok_or(ConfigError::ServiceNotFound(*service))?;
+        let (index, id) = svc
+            .dests
+            .iter()
+            .enumerate()
+            .find(|(_, id)| ctl.dest(**id).is_some_and(|d| d.config.addr == addr))
+            .map(|(i, id)| (i, *id))
+            .ok_or(ConfigError::DestNotFound(addr))?;
+        if let Some(svc) = ctl.services.get_mut(service) {
+            svc.dests.remove(index);
+            let sched = svc.sched.get_mut();
+            if index < sched.views.len() {
+                sched.views.remove(index);
+            }
+            if let Some(s) = sched.sched.as_mut() {
+                s.dests_changed(&sched.views, DestEvent::Removed { index, id });
+            }
+        }
+        ctl.trash(id);
+        self.expire_nodest(ctl, id);
+        ctl.reindex();
+        Ok(())
+    }
+
+    /// `expire_nodest_conn`'s background sweep: deletes every conn of a removed real server.
+    fn expire_nodest(&self, ctl: &ControlState, id: DestId) {
+        if !ctl.sysctls.expire_nodest_conn {
+            return;
+        }
+        let mut out = Vec::new();
+        self.conns.remove_if(|v| v.dest == Some(id), &mut out);
+        self.settle_expired(ctl, &out);
+    }
+
+    /// `ipvsadm --set tcp tcpfin udp`: the TCP ESTABLISHED, TCP FIN_WAIT and UDP timeouts, in seconds; 0
+    /// leaves a value unchanged. Conns pick the new values up at their next packet.
+    ///
+    /// # Errors
+    /// [`ConfigError::Timeout`] for a value above [`crate::config::MAX_TIMEOUT_SECS`].
+    pub fn set_timeouts(&self, timeouts: Timeouts) -> Result<(), EngineError> {
+        timeouts.validate()?;
+        let mut ctl = self.ctl.write();
+        let t = &mut ctl.timeouts;
+        timeouts.apply_to(&mut t.tcp, &mut t.udp);
+        Ok(())
+    }
+
+    /// `ipvsadm -L --timeout`: the three values `--set` changes.
+    pub fn ipvsadm_timeouts(&self) -> Timeouts {
+        let ctl = self.ctl.read();
+        Timeouts::from_tables(&ctl.timeouts.tcp, &ctl.timeouts.udp)
+    }
+
+    /// `ipvsadm -Z`: zeroes the counters (and rates) of one service and its real servers, or of everything.
+    ///
+    /// # Errors
+    /// [`ConfigError::ServiceNotFound`].
+    pub fn zero(&self, service: Option<&ServiceKey>) -> Result<(), EngineError> {
+        let ctl = self.ctl.read();
+        match service {
+            Some(key) => {
+                let svc = ctl.services.get(key).ok_or(ConfigError::ServiceNotFound(*key))?;
+                svc.stats.zero();
+                for d in svc.dests.iter().filter_map(|id| ctl.dest(*id)) {
+                    d.stats.zero();
+                }
+            }
+            None => {
+                self.total_stats.zero();
+                for s in ctl.services.values() {
+                    s.stats.zero();
+                }
+                for d in ctl.dests.iter().flatten() {
+                    d.stats.zero();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets (or with `None` clears) the path MTU toward one real server, overriding
+    /// [`EngineConfig::mtu`](crate::EngineConfig::mtu).
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownDest`], or [`EngineError::Mtu`] below 68.
+    pub fn set_dest_mtu(&self, dest: DestId, mtu: Option<u32>) -> Result<(), EngineError> {
+        if let Some(m) = mtu.filter(|m| *m < 68) {
+            return Err(EngineError::Mtu(m));
+        }
+        let mut ctl = self.ctl.write();
+        match ctl.dests.get_mut(dest.0 as usize) {
+            Some(Some(d)) => {
+                d.mtu = mtu;
+                Ok(())
+            }
+            _ => Err(EngineError::UnknownDest(dest)),
+        }
+    }
+
+    /// The id of the real server `addr` of `service`, if it has one.
+    pub fn dest_id(&self, service: &ServiceKey, addr: SocketAddr) -> Option<DestId> {
+        let ctl = self.ctl.read();
+        let svc = ctl.services.get(service)?;
+        svc.dests.iter().copied().find(|id| ctl.dest(*id).is_some_and(|d| d.config.addr == addr))
+    }
+
+    /// One real server's listing, linked or in the trash.
+    pub fn dest(&self, id: DestId) -> Option<DestInfo> {
+        self.ctl.read().dest(id).map(DestSlot::info)
+    }
+
+    /// Whether a real server is linked to its service (`false` in the trash or once freed).
+    pub fn dest_available(&self, id: DestId) -> bool {
+        self.ctl.read().dest(id).is_some_and(|d| d.linked && d.state.lock().flags.contains(DestFlags::AVAILABLE))
+    }
+
+    /// Real servers in the trash (removed, still referenced or not yet freed).
+    pub fn n_trash(&self) -> usize {
+        self.ctl.read().n_trash
+    }
+}
