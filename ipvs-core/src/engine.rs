@@ -22,9 +22,10 @@ use ipvs_proto::{ConnFlags, DestId, Duration, Instant, Protocol, ServiceKey};
 use ipvs_sched::SchedConfig;
 use parking_lot::RwLock;
 
-use crate::config::{ConfigError, DestConfig, ServiceConfig};
+use crate::config::{ConfigError, DestConfig, ServiceConfig, Timeouts};
 use crate::defense::{Defense, DefenseState, Occupancy};
 use crate::events::{Event, EventQueue};
+use crate::ipvsadm::{ConnRow, DestListing, ListingSnapshot, Rates as ListRates, ServiceListing, Stats as ListStats};
 use crate::service::ControlState;
 use crate::slow_start::SlowStart;
 use crate::stats::{RateEstimator, Stats, StatsCell};
@@ -273,6 +274,16 @@ impl ConnInfo {
             in_pkts: v.in_pkts,
         }
     }
+}
+
+/// A statistics snapshot in the listings' types.
+fn listing_stats(s: &Stats) -> (ListStats, ListRates) {
+    let c = &s.counters;
+    let r = &s.rates;
+    (
+        ListStats { conns: c.conns, inpkts: c.inpkts, outpkts: c.outpkts, inbytes: c.inbytes, outbytes: c.outbytes },
+        ListRates { cps: r.cps, inpps: r.inpps, outpps: r.outpps, inbps: r.inbps, outbps: r.outbps },
+    )
 }
 
 /// The `/proc/net/ip_vs_conn` name of a conn's state.
@@ -539,9 +550,104 @@ impl Engine {
         ctl.services.get(key).map(|s| ctl.service_info(s))
     }
 
+    /// What the ipvsadm listings print ([`crate::ipvsadm::list_services`], [`crate::ipvsadm::list_conns`],
+    /// `/proc/net/ip_vs*`), as of `now`: services oldest first with their real servers in list order, counters
+    /// and rates, every conn, the `--set` timeouts. No sync daemon rows (sync is not wired into the engine
+    /// yet). `size=` is the table's capacity.
+    pub fn listing_snapshot(&self, now: Instant) -> ListingSnapshot {
+        let size = u32::try_from(self.conns.capacity()).unwrap_or(u32::MAX);
+        let mut snap = ListingSnapshot::new(size);
+        {
+            let ctl = self.ctl.read();
+            let mut services: Vec<_> = ctl.services.values().collect();
+            services.sort_by_key(|s| s.added);
+            snap.services = services
+                .into_iter()
+                .map(|s| {
+                    let info = ctl.service_info(s);
+                    let (stats, rates) = listing_stats(&info.stats);
+                    ServiceListing {
+                        config: info.config,
+                        stats,
+                        rates,
+                        dests: info
+                            .dests
+                            .iter()
+                            .map(|d| {
+                                let (stats, rates) = listing_stats(&d.stats);
+                                DestListing {
+                                    config: d.config,
+                                    active_conns: d.active_conns,
+                                    inactive_conns: d.inactive_conns,
+                                    persist_conns: d.persist_conns,
+                                    stats,
+                                    rates,
+                                }
+                            })
+                            .collect(),
+                    }
+                })
+                .collect();
+            snap.timeouts = Timeouts::from_tables(&ctl.timeouts.tcp, &ctl.timeouts.udp);
+        }
+        snap.conns = self
+            .conns(now)
+            .into_iter()
+            .map(|c| ConnRow {
+                protocol: c.protocol,
+                client: c.client,
+                virt: c.virt,
+                dest: c.real,
+                state: c.state,
+                expires_secs: u32::try_from(c.expires.secs()).unwrap_or(u32::MAX),
+                pe: None,
+            })
+            .collect();
+        let (stats, rates) = listing_stats(&self.total_stats.snapshot());
+        snap.total_stats = stats;
+        snap.total_rates = rates;
+        snap
+    }
+
     /// The next IPv4 identification for packets the engine writes (tunnel outer headers, ICMP errors).
     pub(crate) fn next_ident(&self) -> u16 {
         // Truncation is the point: a wrapping 16-bit counter.
         self.ip_ident.fetch_add(1, Ordering::Relaxed) as u16
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipvsadm::parse_line;
+
+    const LISTINGS: &str = include_str!("../../testdata/kernel-6.1/ipvsadm-listings.txt");
+
+    /// The oracle's rules (from its header), applied to an engine, re-emit its `ipvsadm -S -n` section: the
+    /// `--pe sip` service fails as it failed on the kernel (no SIP module), and so does its real server.
+    #[test]
+    fn oracle_rules_applied_to_an_engine_save_back() {
+        let engine = Engine::new(EngineConfig::new(4096, [1; 16])).unwrap();
+        let mut refused = Vec::new();
+        for line in LISTINGS.lines().take_while(|l| l.starts_with('#')) {
+            let Some(rule) = line.strip_prefix("#   ipvsadm ") else { continue };
+            let command = parse_line(rule).unwrap().unwrap();
+            if let Err(e) = engine.apply(Instant::ZERO, command) {
+                refused.push(e);
+            }
+        }
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        assert_eq!(refused[0], EngineError::PersistenceEngineUnavailable);
+        assert!(matches!(refused[1], EngineError::Config(ConfigError::ServiceNotFound(_))));
+        assert_eq!(refused[2], EngineError::SyncDaemonUnavailable);
+        let save: String = LISTINGS
+            .lines()
+            .skip_while(|l| *l != "=== ipvsadm -S -n")
+            .skip(1)
+            .take_while(|l| !l.starts_with("==="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(engine.listing_snapshot(Instant::ZERO).save(), save);
+        assert_eq!(engine.ipvsadm_timeouts(), Timeouts { tcp: 1800, tcpfin: 90, udp: 200 });
     }
 }

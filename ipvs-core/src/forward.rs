@@ -148,7 +148,12 @@ pub(crate) fn may_answer_with_icmp(src: IpAddr, protocol: Protocol, l4: &[u8], l
 ///
 /// The error is written in front of the packet when the headroom allows (the quote stays where it is);
 /// otherwise the quote is moved back and, if the buffer is short, cut — never below the IP header plus 8 bytes.
-pub(crate) fn emit_icmp_error(buf: &mut PacketBuf<'_>, src: IpAddr, kind: IcmpKind, ident: u16) -> Result<IpAddr, DropReason> {
+pub(crate) fn emit_icmp_error(
+    buf: &mut PacketBuf<'_>,
+    src: IpAddr,
+    kind: IcmpKind,
+    ident: u16,
+) -> Result<IpAddr, DropReason> {
     let (orig_start, orig_len) = (buf.start(), buf.len());
     let pkt = buf.packet();
     let (to, v6, min_quote) = match pkt.first().map(|b| b >> 4) {
@@ -162,15 +167,14 @@ pub(crate) fn emit_icmp_error(buf: &mut PacketBuf<'_>, src: IpAddr, kind: IcmpKi
         }
         _ => return Err(DropReason::Malformed),
     };
-    let (ip_len, max_len) =
-        if v6 { (ipv6::HEADER_LEN, ICMPV6_MAX_LEN) } else { (ipv4::HEADER_LEN, ICMPV4_MAX_LEN) };
+    let (ip_len, max_len) = if v6 { (ipv6::HEADER_LEN, ICMPV6_MAX_LEN) } else { (ipv4::HEADER_LEN, ICMPV4_MAX_LEN) };
     let hdr_len = ip_len + icmpv4::HEADER_LEN;
     let family_ok = matches!((src, to), (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)));
     if !family_ok {
         return Err(DropReason::RewriteFailed);
     }
     let new_start = orig_start.saturating_sub(hdr_len);
-    let room = buf.buffer().len() - new_start - hdr_len;
+    let room = buf.buffer().len().saturating_sub(new_start + hdr_len);
     let quote = orig_len.min(max_len - hdr_len).min(room);
     if quote < min_quote.min(orig_len) {
         return Err(DropReason::NoRoom);
@@ -206,6 +210,9 @@ pub(crate) fn emit_icmp_error(buf: &mut PacketBuf<'_>, src: IpAddr, kind: IcmpKi
                     (icmpv4::Message::DstUnreachable, icmpv4::dst_unreachable::PORT_UNREACHABLE, 0)
                 }
                 IcmpKind::TimeExceeded => (icmpv4::Message::TimeExceeded, 0, 0),
+                IcmpKind::Relayed { msg_type, code, rest_of_header } => {
+                    (icmpv4::Message::from(msg_type), code, rest_of_header)
+                }
                 IcmpKind::PacketTooBig { .. } => return Err(DropReason::RewriteFailed),
             };
             let mut icmp = icmpv4::Packet::new_unchecked(&mut out[ip_len..]);
@@ -230,6 +237,9 @@ pub(crate) fn emit_icmp_error(buf: &mut PacketBuf<'_>, src: IpAddr, kind: IcmpKi
                     (icmpv6::Message::DstUnreachable, icmpv6::dst_unreachable::PORT_UNREACHABLE, 0)
                 }
                 IcmpKind::TimeExceeded => (icmpv6::Message::TimeExceeded, 0, 0),
+                IcmpKind::Relayed { msg_type, code, rest_of_header } => {
+                    (icmpv6::Message::from(msg_type), code, rest_of_header)
+                }
                 IcmpKind::FragNeeded { .. } => return Err(DropReason::RewriteFailed),
             };
             let mut icmp = icmpv6::Packet::new_unchecked(&mut out[ip_len..]);

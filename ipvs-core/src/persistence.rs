@@ -42,15 +42,9 @@ pub(crate) fn template_for(
         }
         ServiceKey::Addr { addr, .. } => {
             let svc_port = addr.port();
-            let (tpl_vport, dport_from_dest) = if vport == svc_port && svc_port != FTP_PORT {
-                (vport, true)
-            } else {
-                (0, false)
-            };
-            TemplatePlan {
-                key: TemplateKey::for_service(protocol, client, netmask, vaddr, tpl_vport),
-                dport_from_dest,
-            }
+            let (tpl_vport, dport_from_dest) =
+                if vport == svc_port && svc_port != FTP_PORT { (vport, true) } else { (0, false) };
+            TemplatePlan { key: TemplateKey::for_service(protocol, client, netmask, vaddr, tpl_vport), dport_from_dest }
         }
     }
 }

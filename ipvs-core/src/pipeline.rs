@@ -21,7 +21,7 @@ use ipvs_proto::wire::{icmpv4, icmpv6, SctpPacket, TcpPacket};
 use ipvs_proto::{ConnFlags, Duration, FwdMethod, Instant, Protocol, ServiceKey};
 use ipvs_sched::SchedFlow;
 
-use crate::config::{TunnelCsum, TunnelConfig, TunnelKind};
+use crate::config::{TunnelConfig, TunnelCsum, TunnelKind};
 use crate::engine::{Engine, ProtoTimeouts, NEW_CONN_TIMEOUT};
 use crate::events::{Event, EventQueue};
 use crate::forward::{self, IPV4_MIN_MTU, IPV6_MIN_MTU};
@@ -82,7 +82,11 @@ fn classify(pkt: &[u8]) -> Result<PacketInfo, DropReason> {
         Protocol::Tcp | Protocol::Udp | Protocol::Sctp if hdr.fragment == Fragment::Later => L4::LaterFragment,
         Protocol::Tcp => {
             let seg = TcpPacket::new_checked(hdr.l4(pkt)).map_err(|_| DropReason::Malformed)?;
-            L4::Ports { sport: seg.src_port(), dport: seg.dst_port(), transport: Transport::Tcp { flags: seg.flags().0 } }
+            L4::Ports {
+                sport: seg.src_port(),
+                dport: seg.dst_port(),
+                transport: Transport::Tcp { flags: seg.flags().0 },
+            }
         }
         Protocol::Udp => {
             let b = hdr.l4(pkt);
@@ -207,7 +211,12 @@ fn transition(
         Transport::Tcp { flags: tcp_flags } => {
             let cur = TcpState::from_u8(c.state()).unwrap_or(TcpState::None);
             let t = tcp::transition(cur, dir, tcp::event_from_flags(tcp_flags), secure_tcp);
-            Some((t.new_state.as_u8(), timeouts.tcp.timeout(t.new_state), t.counter_flip(flags.contains(ConnFlags::INACTIVE)), t.assures_template))
+            Some((
+                t.new_state.as_u8(),
+                timeouts.tcp.timeout(t.new_state),
+                t.counter_flip(flags.contains(ConnFlags::INACTIVE)),
+                t.assures_template,
+            ))
         }
         Transport::Udp => {
             let t = udp::transition(UdpState::Normal, dir);
@@ -216,7 +225,12 @@ fn transition(
         Transport::Sctp { first: Some(first), second } => {
             let cur = SctpState::from_u8(c.state()).unwrap_or(SctpState::None);
             let t = sctp::transition(cur, dir, sctp::event_from_chunks(first, second));
-            Some((t.new_state.as_u8(), timeouts.sctp.timeout(t.new_state), t.counter_flip(flags.contains(ConnFlags::INACTIVE)), t.assures_template))
+            Some((
+                t.new_state.as_u8(),
+                timeouts.sctp.timeout(t.new_state),
+                t.counter_flip(flags.contains(ConnFlags::INACTIVE)),
+                t.assures_template,
+            ))
         }
         // No chunk to read: the kernel leaves the state alone.
         Transport::Sctp { first: None, .. } => None,
@@ -267,7 +281,7 @@ fn encap_of(t: TunnelConfig, src_port: u16) -> Encap {
     }
 }
 
-/// Whether the ICMP / ICMPv6 message at `l4` is an error IPVS relates to conns, and its checksum is valid.
+/// Whether the ICMP / ICMPv6 message at `l4` is an error IPVS relates to conns (facts §5.6).
 fn icmp_is_error(hdr: &IpHeaders, l4: &[u8]) -> bool {
     match hdr.protocol {
         Protocol::Icmp => icmpv4::Packet::new_checked(l4).is_ok_and(|p| p.msg_type().is_error()),
@@ -275,6 +289,7 @@ fn icmp_is_error(hdr: &IpHeaders, l4: &[u8]) -> bool {
     }
 }
 
+/// Whether the ICMP / ICMPv6 checksum of the message at `l4` verifies.
 fn icmp_checksum_ok(hdr: &IpHeaders, l4: &[u8]) -> bool {
     match (hdr.src_addr, hdr.dst_addr) {
         (IpAddr::V6(s), IpAddr::V6(d)) => icmpv6::Packet::new_checked(l4).is_ok_and(|p| p.verify_checksum(&s, &d)),
@@ -343,8 +358,7 @@ impl Engine {
                     let info = classify(buf.packet());
                     if let Ok(PacketInfo { hdr, l4: L4::Ports { sport, dport, transport } }) = info {
                         if hdr.fragment == Fragment::None {
-                            keys[n_keys] =
-                                InKey::new(transport.protocol(), hdr.src_addr, sport, hdr.dst_addr, dport);
+                            keys[n_keys] = InKey::new(transport.protocol(), hdr.src_addr, sport, hdr.dst_addr, dport);
                             which[n_keys] = j;
                             n_keys += 1;
                         }
@@ -401,8 +415,12 @@ impl Engine {
         // The hint of a burst may be stale by now (an earlier packet expired or created the conn): the update
         // below notices a stale handle and looks again, once.
         for attempt in 0..2 {
+            // A miss in the hint is looked up again: an earlier packet of the burst may have created the conn
+            // (misses are new flows, the rare case).
+            // A SYN/INIT decides on port reuse from the conn's state, which an earlier packet may have moved:
+            // it looks up afresh too.
             let mut hit = match (attempt, hint) {
-                (0, Some(h)) => h,
+                (0, Some(Some(h))) if !transport.is_new_conn_packet() => Some(h),
                 _ => self.conns.lookup_in(&key),
             };
             // Port reuse (facts §4.1 step 5).
@@ -477,9 +495,9 @@ impl Engine {
         let secure = self.defense.secure_tcp_active();
         let view = match conn.id {
             Some(id) => {
-                let up = self.conns.update(now, id, |c| {
-                    transition(c, transport, false, secure, &ctl.timeouts, dest, &self.events)
-                })?;
+                let up = self
+                    .conns
+                    .update(now, id, |c| transition(c, transport, false, secure, &ctl.timeouts, dest, &self.events))?;
                 if up.assures_template {
                     if let Some(tpl) = up.control {
                         self.assure_template(tpl);
@@ -559,7 +577,13 @@ impl Engine {
 
     /// `conn_schedule` after the protocol trigger: service lookup, `drop_packet`, `ip_vs_schedule`,
     /// `ip_vs_leave`.
-    fn schedule(&self, now: Instant, ctl: &ControlState, buf: &mut PacketBuf<'_>, flow: &NewFlow) -> Result<Conn, Verdict> {
+    fn schedule(
+        &self,
+        now: Instant,
+        ctl: &ControlState,
+        buf: &mut PacketBuf<'_>,
+        flow: &NewFlow,
+    ) -> Result<Conn, Verdict> {
         let Some(svc) = ctl.find_service(flow.protocol, flow.virt.ip(), flow.virt.port(), flow.fwmark) else {
             return Err(Verdict::Pass);
         };
@@ -579,20 +603,20 @@ impl Engine {
         if !fwmark_svc && flow.virt.port() != svc_port {
             return Err(self.leave(svc, buf, flow));
         }
-        let Some((id, dest)) = self.pick(now, ctl, svc, flow) else {
+        let Some(dest) = self.pick(now, ctl, svc, flow) else {
             return Err(self.leave(svc, buf, flow));
         };
         let dport = if dest.config.addr.port() != 0 { dest.config.addr.port() } else { flow.virt.port() };
         let new = self.new_conn(svc, dest, flow, dport);
-        let _ = id;
-        self.create(now, ctl, svc, dest, new, None)
+        self.create(now, svc, dest, new, None)
     }
 
     /// The scheduler's pick for `flow`.
-    fn pick<'c>(&self, now: Instant, ctl: &'c ControlState, svc: &ServiceSlot, flow: &NewFlow) -> Option<(ipvs_proto::DestId, &'c DestSlot)> {
-        let sched_flow = SchedFlow { protocol: flow.protocol, client: flow.client, virt: flow.virt, fwmark: flow.fwmark };
+    fn pick<'c>(&self, now: Instant, ctl: &'c ControlState, svc: &ServiceSlot, flow: &NewFlow) -> Option<&'c DestSlot> {
+        let sched_flow =
+            SchedFlow { protocol: flow.protocol, client: flow.client, virt: flow.virt, fwmark: flow.fwmark };
         let id = svc.sched.lock().pick(ctl, &svc.dests, now, &self.slow_start, &sched_flow)?;
-        ctl.dest(id).map(|d| (id, d))
+        ctl.dest(id)
     }
 
     /// The new conn of `flow` to `dest` (not yet inserted).
@@ -630,9 +654,10 @@ impl Engine {
         let mut found = self.conns.lookup_template(&plan.key);
         if let Some((tid, tv)) = found {
             // check_template (facts §3.7).
-            let valid = tv.dest.and_then(|d| ctl.dest(d)).is_some_and(|d| {
-                d.linked && !(ctl.sysctls.expire_quiescent_template && d.weight() == 0)
-            });
+            let valid = tv
+                .dest
+                .and_then(|d| ctl.dest(d))
+                .is_some_and(|d| d.linked && !(ctl.sysctls.expire_quiescent_template && d.weight() == 0));
             if !valid {
                 self.conns.invalidate_template(tid);
                 found = None;
@@ -641,7 +666,7 @@ impl Engine {
         let (tid, dest) = match found.and_then(|(tid, tv)| tv.dest.and_then(|d| ctl.dest(d)).map(|d| (tid, d))) {
             Some(t) => t,
             None => {
-                let Some((_, dest)) = self.pick(now, ctl, svc, flow) else {
+                let Some(dest) = self.pick(now, ctl, svc, flow) else {
                     return Err(self.leave(svc, buf, flow));
                 };
                 let dport = if plan.dport_from_dest { dest.config.addr.port() } else { 0 };
@@ -653,14 +678,14 @@ impl Engine {
                 .with_dest(dest.id)
                 .with_flags(ConnFlags::TEMPLATE | dest.config.conn_flags());
                 tpl.fwmark = flow.fwmark;
-                let t = self.create(now, ctl, svc, dest, tpl, None)?;
+                let t = self.create(now, svc, dest, tpl, None)?;
                 let Some(tid) = t.id else { return Err(Verdict::Drop(DropReason::ConnInsert)) };
                 (tid, dest)
             }
         };
         let dport = persistence::conn_dport(&svc.config.key, flow.virt.port(), dest.config.addr.port());
         let new = self.new_conn(svc, dest, flow, dport).with_control(tid);
-        let conn = self.create(now, ctl, svc, dest, new, Some(tid));
+        let conn = self.create(now, svc, dest, new, Some(tid));
         // The template is "put": its idle timer restarts.
         self.conns.update(now, tid, |_| ());
         conn
@@ -670,7 +695,6 @@ impl Engine {
     fn create(
         &self,
         now: Instant,
-        ctl: &ControlState,
         svc: &ServiceSlot,
         dest: &DestSlot,
         new: NewConn,
@@ -678,7 +702,8 @@ impl Engine {
     ) -> Result<Conn, Verdict> {
         let template = new.is_template();
         dest.update_state(&self.events, |s| if template { s.bind_template() } else { s.bind_conn(false) });
-        let unbind = || dest.update_state(&self.events, |s| if template { s.unbind_template() } else { s.unbind_conn(false) });
+        let unbind =
+            || dest.update_state(&self.events, |s| if template { s.unbind_template() } else { s.unbind_conn(false) });
         let counted = |engine: &Self| {
             if !template {
                 dest.stats.counters().add_conn();
@@ -699,7 +724,6 @@ impl Engine {
                         dest: dest.id,
                     });
                 }
-                let _ = ctl;
                 Ok(Conn { id: Some(id), view: view_of_new(&new, now), control })
             }
             Err(InsertError::OnePacket) => {
@@ -735,7 +759,7 @@ impl Engine {
         if flow.icmp {
             return Verdict::Drop(DropReason::IcmpNoConn);
         }
-        self.send_icmp(buf, IcmpKind::PortUnreachable, flow.virt.ip(), DropReason::DestUnavailable)
+        self.send_icmp(buf, IcmpKind::PortUnreachable, flow.virt.ip(), DropReason::NoDestination)
     }
 
     // ---- transmit (facts §9) ----------------------------------------------------------------------------
@@ -744,7 +768,12 @@ impl Engine {
     /// the address the packet was sent to). `otherwise` is the drop reason when no error may be sent.
     fn send_icmp(&self, buf: &mut PacketBuf<'_>, kind: IcmpKind, fallback: IpAddr, otherwise: DropReason) -> Verdict {
         let Ok(hdr) = ip::parse(buf.packet()) else { return Verdict::Drop(DropReason::Malformed) };
-        if !forward::may_answer_with_icmp(hdr.src_addr, hdr.protocol, hdr.l4(buf.packet()), hdr.fragment == Fragment::Later) {
+        if !forward::may_answer_with_icmp(
+            hdr.src_addr,
+            hdr.protocol,
+            hdr.l4(buf.packet()),
+            hdr.fragment == Fragment::Later,
+        ) {
             return Verdict::Drop(otherwise);
         }
         let src = match fallback {
@@ -799,13 +828,15 @@ impl Engine {
             }
             FwdMethod::Tunnel => {
                 let tcfg = dest.and_then(|d| d.config.tunnel_params()).unwrap_or(TunnelConfig::IPIP);
-                let src_port = forward::gue_source_port(hdr.src_addr, hdr.dst_addr, view.cport, view.vport, view.protocol);
+                let src_port =
+                    forward::gue_source_port(hdr.src_addr, hdr.dst_addr, view.cport, view.vport, view.protocol);
                 let src = match view.daddr {
                     IpAddr::V4(_) => self.local_v4.map_or(hdr.dst_addr, IpAddr::V4),
                     IpAddr::V6(_) => self.local_v6.map_or(hdr.dst_addr, IpAddr::V6),
                 };
                 let pmtu_disc = ctl.sysctls.pmtu_disc;
-                let tunnel = forward::tunnel_for(encap_of(tcfg, src_port), src, view.daddr, self.next_ident(), pmtu_disc);
+                let tunnel =
+                    forward::tunnel_for(encap_of(tcfg, src_port), src, view.daddr, self.next_ident(), pmtu_disc);
                 let tmtu = u64::from(route_mtu).saturating_sub(forward::tunnel_overhead(&tunnel) as u64);
                 let min = if view.daddr.is_ipv4() { IPV4_MIN_MTU } else { IPV6_MIN_MTU };
                 if tmtu < u64::from(min) {
@@ -847,13 +878,15 @@ impl Engine {
         let key = OutKey::new(transport.protocol(), hdr.src_addr, sport, hdr.dst_addr, dport);
         let Some((id, view)) = self.conns.lookup_out(&key) else {
             if ctl.sysctls.nat_icmp_send && ctl.is_masq_server(hdr.src_addr, sport) && !transport.is_reset() {
-                return self.send_icmp(buf, IcmpKind::PortUnreachable, hdr.dst_addr, DropReason::NoRoom);
+                // (Real servers are unicast, so the error can always be sent.)
+                return self.send_icmp(buf, IcmpKind::PortUnreachable, hdr.dst_addr, DropReason::NoDestination);
             }
             return Verdict::Pass;
         };
         let dest = view.dest.and_then(|d| ctl.dest(d));
         let secure = self.defense.secure_tcp_active();
-        let Some(up) = self.conns.update(now, id, |c| transition(c, transport, true, secure, &ctl.timeouts, dest, &self.events))
+        let Some(up) =
+            self.conns.update(now, id, |c| transition(c, transport, true, secure, &ctl.timeouts, dest, &self.events))
         else {
             return Verdict::Pass;
         };
@@ -897,6 +930,99 @@ impl Engine {
 
     // ---- ICMP errors (facts §5.6) -----------------------------------------------------------------------
 
+    /// An ICMPv4 error about a tunnel packet the director sent (facts §5.6): the quote is our outer header
+    /// (from the director to a tunnel real server) with the IPIP, GUE or GRE header and the client's packet. A
+    /// new error of the same type goes to the client, quoting its own packet; for fragmentation needed, the MTU
+    /// left for the inner packet (and nothing when the client does not do PMTU discovery: the error passes to
+    /// the local stack). `None` when the error is not about one of our tunnels.
+    fn tunnel_icmp(&self, ctl: &ControlState, buf: &mut PacketBuf<'_>, hdr: &IpHeaders) -> Option<Verdict> {
+        if hdr.protocol != Protocol::Icmp {
+            return None;
+        }
+        let l4 = hdr.l4(buf.packet());
+        let icmp = icmpv4::Packet::new_checked(l4).ok()?;
+        let (msg_type, code, rest) = (u8::from(icmp.msg_type()), icmp.code(), icmp.rest_of_header());
+        let quote = l4.get(icmpv4::HEADER_LEN..)?;
+        let outer = ip::parse_embedded(quote).ok()?;
+        let ours = self.local_v4.map(IpAddr::V4) == Some(outer.src_addr) || ctl.is_vip(&outer.src_addr);
+        if outer.fragment != Fragment::None || !outer.src_addr.is_ipv4() || !ours {
+            return None;
+        }
+        let t = outer.l4_offset;
+        let (payload, overhead) = match outer.protocol {
+            Protocol::IpIp if ctl.is_tunnel_dest(outer.dst_addr, TunnelKind::Ipip, 0) => (t, 0),
+            Protocol::Udp => {
+                let port = u16::from_be_bytes([*quote.get(t + 2)?, *quote.get(t + 3)?]);
+                // GUE: version 0, not a control message, carrying IPv4 (IPIP).
+                let (b0, ctype) = (*quote.get(t + 8)?, *quote.get(t + 9)?);
+                if !ctl.is_tunnel_dest(outer.dst_addr, TunnelKind::Gue, port) || b0 >> 5 != 0 || ctype != 4 {
+                    return None;
+                }
+                let gue_len = 4 + usize::from(b0 & 0x1f) * 4;
+                (t + 8 + gue_len, 8 + gue_len)
+            }
+            Protocol::Gre if ctl.is_tunnel_dest(outer.dst_addr, TunnelKind::Gre, 0) => {
+                // Only the checksum flag, version 0, IPv4 payload.
+                let flags = u16::from_be_bytes([*quote.get(t)?, *quote.get(t + 1)?]);
+                let ethertype = u16::from_be_bytes([*quote.get(t + 2)?, *quote.get(t + 3)?]);
+                if flags & !0x8000 != 0 || ethertype != 0x0800 {
+                    return None;
+                }
+                let gre_len = if flags & 0x8000 != 0 { 8 } else { 4 };
+                (t + gre_len, gre_len)
+            }
+            _ => return None,
+        };
+        let inner_bytes = quote.get(payload..)?;
+        let inner = ip::parse_embedded(inner_bytes).ok()?;
+        if !inner.protocol.has_ports() || inner.fragment == Fragment::Later || !inner.src_addr.is_ipv4() {
+            return None;
+        }
+        let b = inner.l4(inner_bytes);
+        let (sport, dport) =
+            (u16::from_be_bytes([*b.first()?, *b.get(1)?]), u16::from_be_bytes([*b.get(2)?, *b.get(3)?]));
+        let key = InKey::new(inner.protocol, inner.src_addr, sport, inner.dst_addr, dport);
+        let (_, view) = self.conns.lookup_in(&key)?;
+        if view.fwd_method() != Some(FwdMethod::Tunnel) || view.daddr != outer.dst_addr {
+            return None;
+        }
+        if !icmp_checksum_ok(hdr, l4) {
+            return Some(Verdict::Drop(DropReason::BadIcmpChecksum));
+        }
+        let kind = if icmpv4::Message::from(msg_type) == icmpv4::Message::DstUnreachable
+            && code == icmpv4::dst_unreachable::FRAG_NEEDED
+        {
+            let outer_df = quote.get(6).is_some_and(|f| f & 0x40 != 0);
+            if !outer_df {
+                return Some(Verdict::Pass);
+            }
+            // The route MTU toward the real server if known (its override), else what the error reports; less
+            // the tunnel's headers, when that leaves more than the minimum.
+            let route = view.dest.and_then(|d| ctl.dest(d)).and_then(|d| d.mtu);
+            let mut mtu = route.unwrap_or(rest & 0xffff);
+            let headers = 20 + overhead as u32;
+            if mtu > IPV4_MIN_MTU + headers {
+                mtu -= headers;
+            }
+            IcmpKind::FragNeeded { mtu: u16::try_from(mtu).unwrap_or(u16::MAX) }
+        } else {
+            IcmpKind::Relayed { msg_type, code, rest_of_header: rest }
+        };
+        if !forward::may_answer_with_icmp(inner.src_addr, inner.protocol, b, false) {
+            return Some(Verdict::Drop(DropReason::NoDestination));
+        }
+        // The client's packet replaces the error in the buffer, then is answered.
+        let inner_owned = inner_bytes.to_vec();
+        let start = buf.start();
+        buf.buffer_mut()[start..start + inner_owned.len()].copy_from_slice(&inner_owned);
+        buf.set_range_unchecked(start, inner_owned.len());
+        let src = self.local_v4.map_or(inner.dst_addr, IpAddr::V4);
+        Some(match forward::emit_icmp_error(buf, src, kind, self.next_ident()) {
+            Ok(to) => Verdict::SendIcmp { to, kind },
+            Err(reason) => Verdict::Drop(reason),
+        })
+    }
+
     /// An ICMP error from a client about a packet the director sent it (VIP → client).
     fn inbound_icmp(&self, now: Instant, ctl: &ControlState, buf: &mut PacketBuf<'_>, info: &PacketInfo) -> Verdict {
         let hdr = &info.hdr;
@@ -905,6 +1031,9 @@ impl Engine {
         }
         if !icmp_is_error(hdr, hdr.l4(buf.packet())) {
             return Verdict::Pass;
+        }
+        if let Some(v) = self.tunnel_icmp(ctl, buf, hdr) {
+            return v;
         }
         let Some((protocol, quoted_src, quoted_dst)) = quoted_flow(hdr, buf.packet()) else { return Verdict::Pass };
         // The quote runs VIP → client: the conn's client is the quoted destination.
@@ -957,6 +1086,9 @@ impl Engine {
         if !icmp_is_error(hdr, hdr.l4(buf.packet())) {
             return Verdict::Pass;
         }
+        if let Some(v) = self.tunnel_icmp(ctl, buf, hdr) {
+            return v;
+        }
         let Some((protocol, quoted_src, quoted_dst)) = quoted_flow(hdr, buf.packet()) else { return Verdict::Pass };
         // The quote runs client → real server.
         let key = OutKey::new(protocol, quoted_dst.ip(), quoted_dst.port(), quoted_src.ip(), quoted_src.port());
@@ -975,9 +1107,8 @@ impl Engine {
 /// the caller.
 fn expects_new_conn(view: &ConnView, conn_reuse_mode: u32) -> bool {
     match view.protocol {
-        Protocol::Tcp => TcpState::from_u8(view.state).is_some_and(|s| {
-            state::tcp_expects_new_conn(s, conn_reuse_mode, view.flags.contains(ConnFlags::NOOUTPUT))
-        }),
+        Protocol::Tcp => TcpState::from_u8(view.state)
+            .is_some_and(|s| state::tcp_expects_new_conn(s, conn_reuse_mode, view.flags.contains(ConnFlags::NOOUTPUT))),
         Protocol::Sctp => {
             SctpState::from_u8(view.state).is_some_and(|s| state::sctp_expects_new_conn(s, conn_reuse_mode))
         }

@@ -138,7 +138,7 @@ pub fn replay(paths: &str, opts: ReplayOptions) -> Result<Vec<String>, ReplayErr
                 None => String::from("- -1"),
             };
             out.push(format!("{} {} {} {} {}", flow.cport, flow.vport, i + 1, step.text, state));
-            now = now + STEP;
+            now += STEP;
         }
     }
     Ok(out)
@@ -188,7 +188,11 @@ fn parse(paths: &str, sctp: bool) -> Result<Vec<Flow>, ReplayError> {
             } else {
                 return Err(err(format!("step {text:?} is neither in:… nor out:…")));
             };
-            let what = if sctp { What::Sctp(sctp_chunks(what).map_err(err)?) } else { What::Tcp(tcp_flags(what).map_err(err)?) };
+            let what = if sctp {
+                What::Sctp(sctp_chunks(what).map_err(err)?)
+            } else {
+                What::Tcp(tcp_flags(what).map_err(err)?)
+            };
             steps.push(Step { reply, text: text.to_owned(), what });
         }
         flows.push(Flow { cport, vport, steps });
@@ -310,9 +314,6 @@ mod tests {
     #[test]
     fn a_syn_and_its_ack() {
         let lines = replay("20003 80 in:S in:A\n20004 81 in:A\n", ReplayOptions::default()).unwrap();
-        assert_eq!(
-            lines,
-            ["20003 80 1 in:S SYN_RECV 59", "20003 80 2 in:A ESTABLISHED 899", "20004 81 1 in:A - -1"]
-        );
+        assert_eq!(lines, ["20003 80 1 in:S SYN_RECV 59", "20003 80 2 in:A ESTABLISHED 899", "20004 81 1 in:A - -1"]);
     }
 }

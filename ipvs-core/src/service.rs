@@ -26,12 +26,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipvs_conn::ConnView;
 use ipvs_proto::{AddressFamily, DestFlags, DestId, FwdMethod, Instant, Protocol, ServiceKey};
-use ipvs_sched::{
-    new_scheduler, CounterChange, DestEvent, DestState, DestView, SchedConfig, SchedFlow, Scheduler,
-};
+use ipvs_sched::{new_scheduler, CounterChange, DestEvent, DestState, DestView, SchedConfig, SchedFlow, Scheduler};
 use parking_lot::Mutex;
 
-use crate::config::{Command, ConfigError, DestConfig, ServiceConfig, Timeouts, NO_SCHEDULER};
+use crate::config::{Command, ConfigError, DestConfig, ServiceConfig, Timeouts, TunnelKind, NO_SCHEDULER};
 use crate::engine::{DestInfo, Engine, EngineError, ProtoTimeouts, ServiceInfo, Sysctls, TRASH_IDLE};
 use crate::events::{Event, EventQueue};
 use crate::persistence::FTP_PORT;
@@ -51,6 +49,8 @@ pub(crate) struct ControlState {
     pub(crate) dests: Vec<Option<DestSlot>>,
     /// Real servers in the trash.
     pub(crate) n_trash: usize,
+    /// Services added so far (the next service's `added`).
+    n_added: u64,
     /// Services on port 21 (TCP), for the FTP data-port fallback of the service lookup.
     n_ftp: usize,
     /// Non-fwmark services on port 0, for the catch-all fallback.
@@ -61,6 +61,8 @@ pub(crate) struct ControlState {
     masq_addrs: HashSet<IpAddr>,
     /// Virtual addresses of address services.
     vips: HashSet<IpAddr>,
+    /// Tunnel real servers: address, tunnel type and GUE port (0 for IPIP and GRE).
+    tunnels: HashSet<(IpAddr, TunnelKind, u16)>,
     pub(crate) sysctls: Sysctls,
     pub(crate) timeouts: ProtoTimeouts,
 }
@@ -69,6 +71,8 @@ pub(crate) struct ControlState {
 #[derive(Debug)]
 pub(crate) struct ServiceSlot {
     pub(crate) config: ServiceConfig,
+    /// Order of addition (listings show services oldest first).
+    pub(crate) added: u64,
     /// Real servers in the kernel's list order (most recently added first).
     pub(crate) dests: Vec<DestId>,
     pub(crate) sched: Mutex<SchedSlot>,
@@ -110,7 +114,11 @@ impl DestSlot {
         let now = st.is_overloaded();
         drop(st);
         if was != now {
-            events.push(if now { Event::DestOverloaded { dest: self.id } } else { Event::DestRecovered { dest: self.id } });
+            events.push(if now {
+                Event::DestOverloaded { dest: self.id }
+            } else {
+                Event::DestRecovered { dest: self.id }
+            });
         }
         r
     }
@@ -188,11 +196,13 @@ impl ControlState {
             services: HashMap::new(),
             dests: Vec::new(),
             n_trash: 0,
+            n_added: 0,
             n_ftp: 0,
             n_port0: 0,
             masq_servers: HashSet::new(),
             masq_addrs: HashSet::new(),
             vips: HashSet::new(),
+            tunnels: HashSet::new(),
             sysctls,
             timeouts,
         }
@@ -247,6 +257,11 @@ impl ControlState {
     /// Whether `addr:port` is a NAT real server (the kernel's `ip_vs_has_real_service`).
     pub(crate) fn is_masq_server(&self, addr: IpAddr, port: u16) -> bool {
         self.masq_servers.contains(&(addr, port))
+    }
+
+    /// Whether a tunnel real server at `addr` uses `kind` (and, for GUE, UDP port `port`).
+    pub(crate) fn is_tunnel_dest(&self, addr: IpAddr, kind: TunnelKind, port: u16) -> bool {
+        self.tunnels.contains(&(addr, kind, port))
     }
 
     /// Whether a template belongs to a one-packet service (the `drop_entry` rule for templates).
@@ -306,6 +321,7 @@ impl ControlState {
         self.masq_servers.clear();
         self.masq_addrs.clear();
         self.vips.clear();
+        self.tunnels.clear();
         for s in self.services.values() {
             if let ServiceKey::Addr { protocol, addr } = s.config.key {
                 self.vips.insert(addr.ip());
@@ -321,6 +337,9 @@ impl ControlState {
                     if d.config.fwd == FwdMethod::Masq {
                         self.masq_servers.insert((d.config.addr.ip(), d.config.addr.port()));
                         self.masq_addrs.insert(d.config.addr.ip());
+                    }
+                    if let Some(t) = d.config.tunnel_params() {
+                        self.tunnels.insert((d.config.addr.ip(), t.kind, t.port));
                     }
                 }
             }
@@ -413,8 +432,10 @@ impl Engine {
             s.bind(&[]);
         }
         let key = config.key;
+        ctl.n_added += 1;
         let slot = ServiceSlot {
             config,
+            added: ctl.n_added,
             dests: Vec::new(),
             sched: Mutex::new(SchedSlot { sched, views: Vec::new() }),
             stats: StatsCell::new(now),
@@ -502,9 +523,8 @@ impl Engine {
         }
         // Slow start only for a service that carries traffic already (a fresh configuration has nothing to
         // stampede).
-        let ramp = self.slow_start.period.total_millis() > 0
-            && config.weight > 0
-            && svc.stats.counters().load().conns > 0;
+        let ramp =
+            self.slow_start.period.total_millis() > 0 && config.weight > 0 && svc.stats.counters().load().conns > 0;
         let trashed = ctl
             .dests
             .iter()

@@ -201,6 +201,17 @@ pub enum IcmpKind {
     /// Port unreachable (ICMP type 3 code 3, ICMPv6 type 1 code 4): no real server is available for a new
     /// connection (the kernel's `ip_vs_leave`), or a NAT reply matched no connection (`nat_icmp_send`).
     PortUnreachable,
+    /// An ICMPv4 error a router or real server sent about a tunnelled packet, relayed to the client with the
+    /// same type, code and rest of header, quoting the client's own packet (facts §5.6; fragmentation needed
+    /// is [`IcmpKind::FragNeeded`] with the MTU left for the inner packet).
+    Relayed {
+        /// The ICMP type.
+        msg_type: u8,
+        /// The ICMP code.
+        code: u8,
+        /// The 4 bytes after the checksum.
+        rest_of_header: u32,
+    },
     /// Time exceeded in transit (ICMP type 11 code 0, ICMPv6 type 3 code 0): the TTL / hop limit ran out.
     TimeExceeded,
 }
@@ -211,8 +222,8 @@ pub enum IcmpKind {
 pub enum DropReason {
     /// An ICMP error about a tracked connection has a wrong checksum.
     BadIcmpChecksum,
-    /// A new connection could not be inserted for a reason other than a full table (its persistence template
-    /// vanished in between).
+    /// A new connection could not be inserted for a reason other than a full table: its persistence template
+    /// (or the conn another thread created first) vanished in between — only concurrent calls get this.
     ConnInsert,
     /// The `drop_packet` defense dropped a packet that would have created a connection.
     DefenseDropPacket,
@@ -228,12 +239,12 @@ pub enum DropReason {
     Malformed,
     /// A tunnel leaves less than the minimum MTU (68 for IPv4, 1280 for IPv6).
     MtuTooSmall,
-    /// A reply from a NAT real server matched no connection and `nat_icmp_send` is on: a TCP RST or SCTP
-    /// ABORT (answered with nothing).
-    NatReplyUnmatched,
+    /// No real server is available for a new connection and no port unreachable may be sent to the client.
+    NoDestination,
     /// The buffer has too little headroom for a tunnel's outer headers, or too little room for an ICMP error.
     NoRoom,
-    /// The NAT rewrite or encapsulation failed on the packet's contents.
+    /// The NAT rewrite or encapsulation failed on the packet's contents (e.g. a tunnelled packet would exceed
+    /// 65535 bytes).
     RewriteFailed,
     /// The connection table is at its capacity.
     TableFull,
@@ -252,7 +263,7 @@ impl DropReason {
         Self::IcmpNoConn,
         Self::Malformed,
         Self::MtuTooSmall,
-        Self::NatReplyUnmatched,
+        Self::NoDestination,
         Self::NoRoom,
         Self::RewriteFailed,
         Self::TableFull,
@@ -275,7 +286,7 @@ impl DropReason {
             Self::IcmpNoConn => "icmp_no_conn",
             Self::Malformed => "malformed",
             Self::MtuTooSmall => "mtu_too_small",
-            Self::NatReplyUnmatched => "nat_reply_unmatched",
+            Self::NoDestination => "no_destination",
             Self::NoRoom => "no_room",
             Self::RewriteFailed => "rewrite_failed",
             Self::TableFull => "table_full",
