@@ -29,6 +29,7 @@ use crate::ipvsadm::{ConnRow, DestListing, ListingSnapshot, Rates as ListRates, 
 use crate::service::ControlState;
 use crate::slow_start::SlowStart;
 use crate::stats::{RateEstimator, Stats, StatsCell};
+use crate::sync_glue::{SyncBackup, SyncMaster};
 use crate::verdict::{DropCounters, DropCounts, DropReason};
 
 /// How often the dest trash is looked at (the kernel's `IP_VS_DEST_TRASH_PERIOD / 2`).
@@ -172,7 +173,9 @@ pub enum EngineError {
     /// A persistence engine (`--pe sip`): not available in this engine, as in a kernel without the module
     /// (`ENOENT`).
     PersistenceEngineUnavailable,
-    /// Sync daemons are not wired into the engine yet.
+    /// `--start-daemon` / `--stop-daemon` through [`Engine::apply`]: a daemon is sockets, which the embedder
+    /// owns; it builds the `ipvs_sync` master or backup and starts it with [`Engine::start_sync_master`] or
+    /// [`Engine::start_sync_backup`].
     SyncDaemonUnavailable,
     /// No real server with this id.
     UnknownDest(DestId),
@@ -205,7 +208,9 @@ impl fmt::Display for EngineError {
             Self::PersistenceEngineUnavailable => {
                 f.write_str("persistence engine (--pe): not available (no persistence engine is built in)")
             }
-            Self::SyncDaemonUnavailable => f.write_str("sync daemon: not available in the engine yet"),
+            Self::SyncDaemonUnavailable => f.write_str(
+                "sync daemon: start it from the embedder (the engine has no sockets; see start_sync_master)",
+            ),
             Self::UnknownDest(id) => write!(f, "real server {}: no such real server", id.0),
             Self::DestIdsExhausted => f.write_str("real server: no ids left"),
         }
@@ -214,12 +219,14 @@ impl fmt::Display for EngineError {
 
 impl std::error::Error for EngineError {}
 
-/// Where connection updates go for synchronisation to backups (the ipvs-sync master glue plugs in here).
+/// A custom hook for connection updates (installed with [`Engine::with_sync_feed`]).
 ///
-/// Called on the packet path, after each client packet of a conn has been handled (the kernel's
-/// `sync_conn(cp, pkts)` point, facts §4.1 step 9), with the conn as it is now and its incoming packet count;
-/// and for the controlling template of a conn created or used through persistence. Keep it short: it runs on
-/// packet threads.
+/// Called on the packet path, after each client packet of a conn in the table has been handled (the kernel's
+/// `sync_conn(cp, pkts)` point, facts §4.1 step 9), with the conn as it is now and its incoming packet count.
+/// Only client packets of table conns come here: the engine's own sync master ([`Engine::start_sync_master`])
+/// also handles controllers (templates), one-packet conns and reply-driven state changes, and keeps the
+/// kernel's per-conn sync bookkeeping — use it rather than a feed to run the sync protocol. Keep it short: it
+/// runs on packet threads.
 pub trait SyncFeed: fmt::Debug + Send + Sync {
     /// A conn (or template) was updated by a client packet; `pkts` is its `in_pkts` after the packet.
     fn conn_update(&self, now: Instant, id: ConnId, conn: &ConnView, pkts: u32);
@@ -342,6 +349,8 @@ pub struct Engine {
     pub(crate) next_estimate: AtomicU64,
     pub(crate) next_trash_check: AtomicU64,
     pub(crate) sync: Option<Arc<dyn SyncFeed>>,
+    pub(crate) sync_master: SyncMaster,
+    pub(crate) sync_backup: SyncBackup,
     pub(crate) mtu: u32,
     pub(crate) local_v4: Option<Ipv4Addr>,
     pub(crate) local_v6: Option<Ipv6Addr>,
@@ -379,6 +388,8 @@ impl Engine {
             next_estimate: AtomicU64::new(RateEstimator::next_sample_after(config.start).total_millis()),
             next_trash_check: AtomicU64::new((config.start + TRASH_CHECK).total_millis()),
             sync: None,
+            sync_master: SyncMaster::default(),
+            sync_backup: SyncBackup::default(),
             mtu: config.mtu,
             local_v4: config.local_v4,
             local_v6: config.local_v6,
@@ -457,14 +468,18 @@ impl Engine {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called: the earliest of the connection
-    /// table's next expiry, the defense's once-a-second step, the rate estimator's 2-second sample and the dest
-    /// trash's check. Changed by every call that creates or touches a connection and by `handle_timeout`.
+    /// table's next expiry, the defense's once-a-second step, the rate estimator's 2-second sample, the dest
+    /// trash's check and the sync daemons' deadlines ([`Engine::poll_sync_timeout`]). Changed by every call that
+    /// creates or touches a connection and by `handle_timeout`.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = self.defense.poll_timeout();
         t = t.min(Instant::from_millis(self.next_estimate.load(Ordering::Relaxed)));
         if self.ctl.read().n_trash > 0 {
             t = t.min(Instant::from_millis(self.next_trash_check.load(Ordering::Relaxed)));
+        }
+        if let Some(s) = self.poll_sync_timeout() {
+            t = t.min(s);
         }
         Some(match self.conns.poll_timeout() {
             Some(c) => c.min(t),
@@ -473,9 +488,11 @@ impl Engine {
     }
 
     /// Runs every timer due at `now`: connection expiry (real servers' counters follow, OVERLOAD may clear),
-    /// the defense step (and `drop_entry` while active), the rate estimators, and the trash (real servers
-    /// removed and unused for 120 s are freed). A call before anything is due does nothing.
+    /// the defense step (and `drop_entry` while active), the rate estimators, the trash (real servers
+    /// removed and unused for 120 s are freed) and the sync daemons' timers (then drain
+    /// [`Engine::poll_sync_transmit`]). A call before anything is due does nothing.
     pub fn handle_timeout(&self, now: Instant) {
+        self.handle_sync_timeout(now);
         let mut expired = Vec::new();
         self.conns.handle_timeout(now, &mut expired);
         {
@@ -552,8 +569,8 @@ impl Engine {
 
     /// What the ipvsadm listings print ([`crate::ipvsadm::list_services`], [`crate::ipvsadm::list_conns`],
     /// `/proc/net/ip_vs*`), as of `now`: services oldest first with their real servers in list order, counters
-    /// and rates, every conn, the `--set` timeouts. No sync daemon rows (sync is not wired into the engine
-    /// yet). `size=` is the table's capacity.
+    /// and rates, every conn, the `--set` timeouts. No sync daemon rows: the daemons' interfaces and groups are
+    /// the embedder's (it fills [`ListingSnapshot`]'s daemon rows). `size=` is the table's capacity.
     pub fn listing_snapshot(&self, now: Instant) -> ListingSnapshot {
         let size = u32::try_from(self.conns.capacity()).unwrap_or(u32::MAX);
         let mut snap = ListingSnapshot::new(size);

@@ -13,6 +13,11 @@
 //! - **Timers and events** ([`Engine::poll_timeout`], [`Engine::handle_timeout`], [`Engine::poll_event`]):
 //!   connection expiry, the defense step, the rate estimators, the trash.
 //! - **Listings** ([`Engine::conns`], [`Engine::listing_snapshot`] for [`ipvsadm`]'s renderers).
+//! - **Connection sync** with the kernel's protocol ([`sync`] = `ipvs-sync`): a master fed by the packet path
+//!   ([`Engine::start_sync_master`], [`Engine::poll_sync_transmit`]) and a backup that applies what it hears
+//!   ([`Engine::start_sync_backup`], [`Engine::handle_sync_datagram`], [`Engine::apply_sync`]), so a backup
+//!   director takes over the conns of a failed master; the embedder owns the sockets ([`sync_glue`] says how,
+//!   and what of the kernel is not reproduced).
 //!
 //! ```no_run
 //! use ipvs_core::proto::{FwdMethod, Instant, Protocol, ServiceKey};
@@ -64,6 +69,9 @@ pub mod replay_states;
 mod service;
 pub mod slow_start;
 pub mod stats;
+// `sync` is the name of the re-exported ipvs-sync crate; the glue's file is still sync.rs.
+#[path = "sync.rs"]
+pub mod sync_glue;
 mod verdict;
 
 pub use config::{
@@ -74,6 +82,7 @@ pub use engine::{
     ConnInfo, DestInfo, Engine, EngineConfig, EngineError, ProtoTimeouts, ServiceInfo, SyncFeed, Sysctls,
 };
 pub use events::Event;
+pub use sync_glue::{SyncApplied, SyncDaemonEvent, SyncInput, SyncMasterOptions};
 pub use verdict::{Direction, DropCounts, DropReason, IcmpKind, PacketBuf, PacketRangeError, Verdict};
 
 pub use ipvs_conn as conn;

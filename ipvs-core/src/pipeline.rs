@@ -184,6 +184,8 @@ struct NewFlow {
 /// What a state update did, for the work done after the table lock is released.
 #[derive(Clone, Copy, Debug)]
 struct Updated {
+    /// The state before the packet.
+    prev_state: u8,
     assures_template: bool,
     control: Option<ConnId>,
     view: ConnView,
@@ -202,6 +204,7 @@ fn transition(
     dest: Option<&DestSlot>,
     events: &EventQueue,
 ) -> Updated {
+    let prev_state = c.state();
     let mut flags = c.flags();
     let dir = state::direction(reply, flags);
     if state::clears_nooutput(reply, flags) {
@@ -247,7 +250,7 @@ fn transition(
     }
     c.set_flags(flags);
     let pkts = if reply { c.in_pkts() } else { c.inc_in_pkts() };
-    Updated { assures_template, control: c.control(), view: c.view(), pkts }
+    Updated { prev_state, assures_template, control: c.control(), view: c.view(), pkts }
 }
 
 /// The view of a conn that was not inserted (one-packet), as it would have been.
@@ -503,9 +506,7 @@ impl Engine {
                         self.assure_template(tpl);
                     }
                 }
-                if let Some(feed) = &self.sync {
-                    feed.conn_update(now, id, &up.view, up.pkts);
-                }
+                self.sync_client_packet(now, id, &up.view, up.pkts);
                 up.view
             }
             None => conn.view,
@@ -517,7 +518,9 @@ impl Engine {
             if let Some(d) = dest {
                 d.update_state(&self.events, |s| s.unbind_conn(false));
             }
-            if let Some(tpl) = conn.control {
+            // A running sync master counts the packet on the template itself (facts §3.6).
+            let synced = self.sync_one_packet(now, &view, conn.control);
+            if let Some(tpl) = conn.control.filter(|_| !synced) {
                 self.conns.with_conn(tpl, |t| {
                     t.inc_in_pkts();
                 });
@@ -894,6 +897,9 @@ impl Engine {
             if let Some(tpl) = up.control {
                 self.assure_template(tpl);
             }
+        }
+        if up.view.state != up.prev_state {
+            self.sync_reply_state(now, id);
         }
         self.count_out(ctl, dest, buf.len());
         self.reply_transmit(buf, hdr, &up.view, false)
