@@ -187,6 +187,7 @@ struct Updated {
     /// The state before the packet.
     prev_state: u8,
     assures_template: bool,
+    /// The controlling template; read only when `assures_template` (otherwise `None`).
     control: Option<ConnId>,
     view: ConnView,
     pkts: u32,
@@ -250,7 +251,10 @@ fn transition(
     }
     c.set_flags(flags);
     let pkts = if reply { c.in_pkts() } else { c.inc_in_pkts() };
-    Updated { prev_state, assures_template, control: c.control(), view: c.view(), pkts }
+    // The controller link lives in the conn's cold part: read it only when it is needed (a transition that
+    // assures the template), so an established packet touches the hot line alone.
+    let control = if assures_template { c.control() } else { None };
+    Updated { prev_state, assures_template, control, view: c.view(), pkts }
 }
 
 /// The view of a conn that was not inserted (one-packet), as it would have been.
