@@ -51,7 +51,24 @@ impl Bucket {
     const EMPTY: Self = Self { tags: [0; SLOTS_PER_BUCKET], occupied: 0, overflow: 0, slots: [0; SLOTS_PER_BUCKET] };
 
     /// Bitmask of the occupied pairs whose tag is `tag`.
-    #[inline]
+    ///
+    /// With SSE2 (the x86_64 baseline): two 16-bit lane compares of the ten tags packed into one byte mask
+    /// ([`sse2_matching`]). Measured with callgrind on a cache-resident table: about 10 instructions where the
+    /// portable loop below compiles to about 24 (LLVM vectorises it into eight lanes, two scalar compares and a
+    /// horizontal OR). It counts where the table is cache-resident and in `lookup_burst`, whose misses overlap.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[inline(always)]
+    fn matching(&self, tag: u16) -> u16 {
+        #[allow(unsafe_code)]
+        // SAFETY: `sse2_matching` only requires the `sse2` target feature, which the `cfg` above guarantees is
+        // enabled for the whole build.
+        let m = unsafe { sse2_matching(&self.tags, tag) };
+        m & self.occupied
+    }
+
+    /// Bitmask of the occupied pairs whose tag is `tag` (portable version).
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    #[inline(always)]
     fn matching(&self, tag: u16) -> u16 {
         let mut m = 0u16;
         for (i, &t) in self.tags.iter().enumerate() {
@@ -59,6 +76,33 @@ impl Bucket {
         }
         m & self.occupied
     }
+}
+
+/// Bit `i` (`i < 10`) set: `tags[i] == tag`; bits 10..16 are arbitrary (the caller masks with `occupied`).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[target_feature(enable = "sse2")]
+#[inline]
+fn sse2_matching(t: &[u16; SLOTS_PER_BUCKET], tag: u16) -> u16 {
+    use core::arch::x86_64::{
+        _mm_cmpeq_epi16, _mm_cvtsi32_si128, _mm_movemask_epi8, _mm_packs_epi16, _mm_set1_epi16, _mm_set_epi16,
+    };
+    // Tags 0..8 (LLVM turns the eight lane inserts into one 16-byte load), then tags 8 and 9.
+    let lo = _mm_set_epi16(
+        t[7] as i16,
+        t[6] as i16,
+        t[5] as i16,
+        t[4] as i16,
+        t[3] as i16,
+        t[2] as i16,
+        t[1] as i16,
+        t[0] as i16,
+    );
+    let hi = _mm_cvtsi32_si128((u32::from(t[8]) | (u32::from(t[9]) << 16)) as i32);
+    let needle = _mm_set1_epi16(tag as i16);
+    // Equal lanes are all ones; packing with signed saturation keeps one byte per lane, whose top bits
+    // `pmovmskb` collects: byte i <- lane i of `lo` (i < 8), byte 8 + j <- lane j of `hi`.
+    let eq = _mm_packs_epi16(_mm_cmpeq_epi16(lo, needle), _mm_cmpeq_epi16(hi, needle));
+    _mm_movemask_epi8(eq) as u16
 }
 
 /// The index of one shard (see the [module docs](self)).
@@ -111,11 +155,38 @@ impl Index {
     }
 
     /// The first slot, in probe order, whose tag matches `hash` and for which `matches` holds.
-    #[inline]
+    ///
+    /// The home bucket is probed inline (the lookup's fast path: at the design load almost every entry is in
+    /// its home bucket, and a miss stops there unless the bucket overflowed); the walk over overflow buckets is
+    /// out of line in [`find_from`](Self::find_from). Measured with callgrind on a cache-resident table, this,
+    /// `Shard::found` and the SSE2 `matching` took `lookup_in` from 353 to 307 instructions (LocalConnTable);
+    /// at 2^20 entries the lookup is bound by its two cache misses and its time did not change measurably.
+    #[inline(always)]
     pub(crate) fn find(&self, hash: u64, mut matches: impl FnMut(u32) -> bool) -> Option<u32> {
         let tag = Self::tag(hash);
-        let mut b = self.home(hash);
-        for _ in 0..self.buckets.len() {
+        let b = self.home(hash);
+        let bucket = &self.buckets[b];
+        let mut m = bucket.matching(tag);
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let slot = bucket.slots[i];
+            if matches(slot) {
+                return Some(slot);
+            }
+        }
+        if bucket.overflow == 0 {
+            return None;
+        }
+        self.find_from(self.next(b), tag, matches)
+    }
+
+    /// [`find`](Self::find) past the home bucket: probes from bucket `b` on.
+    #[cold]
+    #[inline(never)]
+    fn find_from(&self, mut b: usize, tag: u16, mut matches: impl FnMut(u32) -> bool) -> Option<u32> {
+        // The home bucket was probed already: at most `n_buckets - 1` more.
+        for _ in 1..self.buckets.len() {
             let bucket = &self.buckets[b];
             let mut m = bucket.matching(tag);
             while m != 0 {
