@@ -18,8 +18,11 @@
 //! the list ([`DestEvent::Added`] at index 0); `-e` is an [`DestEvent::Updated`], `-d` a
 //! [`DestEvent::Removed`]. Then each service's rows are replayed in `seq` order: our scheduler picks, the
 //! pick is compared with the kernel's (by address, and by port unless the destination's port is 0 —
-//! fwmark dests show the packet's port), and then the **kernel's** pick is charged one active connection
-//! (with the upper-threshold OVERLOAD rule of [`DestState`]), so one disagreement does not cascade. Flows
+//! fwmark dests show the packet's port), and then the **kernel's** pick is charged one connection, active or
+//! inactive as the row's state counts in the kernel (ESTABLISHED, SYN_SENT, SYN_RECV and SYNACK are active;
+//! UDP, SCTP's INIT1 and every other state inactive — `is_active` of ipvs-proto's state types; a row without
+//! a state counts active), with the upper-threshold OVERLOAD rule of [`DestState`], so one disagreement does
+//! not cascade. Flows
 //! the kernel refused are absent from the file and are not replayed. Row `seq` `n` runs at
 //! `now = n × 20 ms` (the files were made ~20 ms apart; lblc/lblcr expiry never matters within them).
 
@@ -199,7 +202,7 @@ pub fn replay_with_mode(text: &str, base: &SchedConfig, mode: FastMode) -> Resul
                 ours,
             });
         }
-        svc.dests[kernel_idx].state.bind_conn(true);
+        svc.dests[kernel_idx].state.bind_conn(row.active);
         let views = svc.views();
         svc.sched.counters_changed(&views, CounterChange { index: kernel_idx });
     }
@@ -304,6 +307,8 @@ struct Row {
     picked: SocketAddr,
     /// From the state column where it tells (`UDP`); else the service's protocol.
     protocol: Option<Protocol>,
+    /// Whether the kernel counts the conn in `activeconns`, from the state column.
+    active: bool,
 }
 
 struct ParsedRow {
@@ -347,6 +352,10 @@ fn parse_row(line: &str) -> Result<ParsedRow, &'static str> {
             packet_dst: parse_host_port(f[4])?.with_port_or(0),
             picked: parse_host_port(f[5])?.with_port_or(0),
             protocol: (state == "UDP").then_some(Protocol::Udp),
+            // The kernel's active states (TcpState/SctpState/UdpState::is_active): a new UDP conn, or an
+            // SCTP one in INIT1, counts in inactconns — which lc/wlc weigh 1/256 of an active conn and
+            // sed/nq ignore (found by the interop suite's scheduler differential).
+            active: state.is_empty() || matches!(state, "ESTABLISHED" | "SYN_SENT" | "SYN_RECV" | "SYNACK"),
         },
     })
 }
@@ -636,6 +645,23 @@ mod tests {
                     -t 10.0.0.1:80\t3\t10.9.0.1\t3\t10.0.0.1:80\t10.1.0.1:80\tSYN_RECV\n";
         let r = replay(text).unwrap();
         assert!(r.all_agree(), "{:?}", r.lines());
+    }
+
+    #[test]
+    fn udp_and_sctp_conns_count_inactive() {
+        // nq returns the first idle dest (no *active* conn): new UDP conns never make .2 busy, so the kernel
+        // keeps picking it; charging them as active would move the second pick to .1.
+        let text = "-A -u 10.0.0.1:53 -s nq\n-a -u 10.0.0.1:53 -r 10.1.0.1 -m -w 2\n\
+                    -a -u 10.0.0.1:53 -r 10.1.0.2 -m -w 1\n\
+                    -u 10.0.0.1:53\t1\t10.9.0.1\t1\t10.0.0.1:53\t10.1.0.2:53\tUDP\n\
+                    -u 10.0.0.1:53\t2\t10.9.0.1\t2\t10.0.0.1:53\t10.1.0.2:53\tUDP\n";
+        assert!(replay(text).unwrap().all_agree());
+        let sctp = text.replace("-u ", "--sctp-service ").replace("UDP", "INIT1");
+        assert!(replay(&sctp).unwrap().all_agree());
+        // SYN_RECV counts active: the second SYN goes to the idle .1.
+        let tcp = text.replace("-u ", "-t ").replace("\t10.1.0.2:53\tUDP\n-t", "\t10.1.0.2:53\tSYN_RECV\n-t");
+        let tcp = tcp.replace("2\t10.0.0.1:53\t10.1.0.2:53\tUDP", "2\t10.0.0.1:53\t10.1.0.1:53\tSYN_RECV");
+        assert!(replay(&tcp).unwrap().all_agree(), "{:?}", replay(&tcp).unwrap().lines());
     }
 
     #[test]
