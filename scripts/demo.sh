@@ -2,9 +2,9 @@
 # tun-director demo: a client, a director and three real servers, each in its own network namespace, joined
 # by veth pairs; the director balances HTTP to the servers through a TUN device (NAT, wrr 1:2:3).
 #
-#   sudo scripts/demo.sh            # build, run, show balancing, clean up
-#   KEEP=1 sudo scripts/demo.sh     # leave everything running (clean up with: scripts/demo.sh --cleanup)
-#   DIRECTOR_ARGS="--queues 2" sudo scripts/demo.sh   # extra options for tun-director run
+#   scripts/demo.sh                 # (as root) build, run, show balancing, clean up
+#   KEEP=1 scripts/demo.sh          # leave everything running (clean up with: scripts/demo.sh --cleanup)
+#   DIRECTOR_ARGS="--queues 2" scripts/demo.sh   # extra options for tun-director run
 #
 # Needs root (namespaces, TUN), iproute2 and python3 (the real servers; curl is used when present).
 # All traffic stays inside the namespaces. Names start with $PREFIX (default tdemo-).
