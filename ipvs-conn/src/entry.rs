@@ -307,7 +307,8 @@ impl<A: Addr> Hot<A> {
         }
     }
 
-    /// `ct_in_get`'s match rule (without persistence-engine data).
+    /// `ct_in_get`'s match rule on the hot fields (the caller compares the persistence-engine data, which is
+    /// cold).
     #[inline]
     pub(crate) fn matches_template(&self, k: &TplK<A>) -> bool {
         let m = &self.m;
@@ -376,6 +377,14 @@ pub(crate) struct Cold {
     /// Reported expiry at the last sync, milliseconds (the kernel's `sync_endtime`).
     pub(crate) sync_endtime: u64,
     pub(crate) extra: Option<Box<ColdExtra>>,
+}
+
+impl Cold {
+    /// The persistence-engine data, if any.
+    #[inline]
+    pub(crate) fn pe_data(&self) -> Option<&[u8]> {
+        self.extra.as_ref().and_then(|e| e.pe_data.as_deref())
+    }
 }
 
 /// A handle to a conn: shard, slot and generation.
@@ -820,17 +829,11 @@ impl ConnMut<'_> {
         self.cold.extra.get_or_insert_with(Default::default).out_seq = seq;
     }
 
-    /// Persistence-engine data (templates of services with a PE, e.g. the SIP Call-ID).
+    /// Persistence-engine data (templates of services with a PE, e.g. the SIP Call-ID). It is part of the
+    /// template's identity, so it is given at insertion
+    /// ([`ConnTable::insert_pe_template`](crate::ConnTable::insert_pe_template)) and never changes.
     pub fn pe_data(&self) -> Option<&[u8]> {
-        self.cold.extra.as_ref().and_then(|e| e.pe_data.as_deref())
-    }
-
-    /// Sets the persistence-engine data.
-    pub fn set_pe_data(&mut self, data: Option<Box<[u8]>>) {
-        if data.is_none() && self.cold.extra.is_none() {
-            return;
-        }
-        self.cold.extra.get_or_insert_with(Default::default).pe_data = data;
+        self.cold.pe_data()
     }
 }
 

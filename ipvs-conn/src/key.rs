@@ -73,6 +73,10 @@ impl OutKey {
 ///
 /// The client port is always 0. Build it with [`TemplateKey::for_service`] or [`TemplateKey::fwmark`]; the
 /// engine picks `vport` by the rules of §8.1 (the service port; 0 for FTP and port-0 services).
+///
+/// Templates of a service with a persistence engine also carry the engine's data (the SIP Call-ID, facts
+/// §8.5): look those up with [`ConnTable::lookup_pe_template`](crate::ConnTable::lookup_pe_template), which
+/// takes the data next to this key (kept out of it so the key stays `Copy` and small).
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
 pub struct TemplateKey {
     /// Transport protocol, or protocol number 0 (`IPPROTO_IP`) for fwmark templates.
@@ -107,6 +111,9 @@ impl TemplateKey {
         u8::from(self.protocol) == 0
     }
 }
+
+/// Longest persistence-engine data a template may carry (`IP_VS_PEDATA_MAXLEN`, facts §12.4).
+pub const MAX_PE_DATA: usize = 255;
 
 /// The kernel's persistence "snet": an IPv4 `addr` ANDed with `netmask` (host-order bits, e.g. `0xFFFF_FF00`),
 /// or an IPv6 `addr` cut to its first `netmask` bits (a prefix length; values above 128 keep everything).
@@ -154,6 +161,17 @@ impl KeyHasher {
         s.write_u64((a >> 64) as u64);
         s.write_u64(a as u64);
         s.write_u32(u32::from(cport) | (u32::from(proto) << 16));
+        s.finish()
+    }
+
+    /// The hash of a template with persistence-engine data: over the data alone, as the kernel hashes SIP
+    /// templates by their Call-ID (facts §3.3), so one client network's calls spread over the index.
+    #[inline]
+    pub(crate) fn pe(&self, data: &[u8]) -> u64 {
+        let mut s = SipHasher13::new_with_keys(self.k0, self.k1);
+        // The length prefix keeps this apart from the tuple hashes (those write 8 or 20 bytes, no prefix).
+        s.write_usize(data.len());
+        s.write(data);
         s.finish()
     }
 }
@@ -208,6 +226,9 @@ mod tests {
         assert_eq!(a.v4(6, ip, 1000), a.v4(6, ip, 1000));
         let ip6 = Ipv6Addr::LOCALHOST;
         assert_ne!(a.v6(6, ip6, 1), b.v6(6, ip6, 1));
+        assert_ne!(a.pe(b"call-1"), b.pe(b"call-1"));
+        assert_ne!(a.pe(b"call-1"), a.pe(b"call-2"));
+        assert_eq!(a.pe(b"call-1"), a.pe(b"call-1"));
     }
 
     #[test]

@@ -31,7 +31,9 @@
 //!
 //! # Kernel behaviours
 //!
-//! Templates ([`TemplateKey`], [`NewConn::template`]) and controlled conns ([`NewConn::control`]): a controller
+//! Templates ([`TemplateKey`], [`NewConn::template`]; with persistence-engine data, e.g. a SIP Call-ID,
+//! [`ConnTable::insert_pe_template`] and [`ConnTable::lookup_pe_template`], hashed by the data) and controlled
+//! conns ([`NewConn::control`]): a controller
 //! never expires while it controls conns (it is pushed back 60 s); force-deleting the last controlled conn of a
 //! non-assured template drops the template too. `NO_CPORT` conns are found by a retry with client port 0 and
 //! completed with [`ConnTable::fill_cport`]. One-packet (OPS) conns are never inserted
@@ -91,7 +93,7 @@ pub use entry::{
 };
 pub use error::{FillCportError, InsertError, RemoveError};
 pub use ipvs_proto;
-pub use key::{mask_client, InKey, OutKey, TemplateKey};
+pub use key::{mask_client, InKey, OutKey, TemplateKey, MAX_PE_DATA};
 pub use local::LocalConnTable;
 pub use shard::{MemoryStats, ProbeStats};
 pub use table::ConnTable;

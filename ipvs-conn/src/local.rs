@@ -168,7 +168,21 @@ impl LocalConnTable {
     ///
     /// As [`ConnTable::insert`](crate::ConnTable::insert).
     pub fn insert(&mut self, now: Instant, conn: NewConn) -> Result<ConnId, InsertError> {
-        ops::insert(self, now, &conn)
+        ops::insert(self, now, &conn, None)
+    }
+
+    /// See [`ConnTable::insert_pe_template`](crate::ConnTable::insert_pe_template).
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnTable::insert_pe_template`](crate::ConnTable::insert_pe_template).
+    pub fn insert_pe_template(
+        &mut self,
+        now: Instant,
+        template: NewConn,
+        pe_data: &[u8],
+    ) -> Result<ConnId, InsertError> {
+        ops::insert(self, now, &template, Some(pe_data))
     }
 
     /// See [`ConnTable::lookup_in`](crate::ConnTable::lookup_in).
@@ -184,7 +198,12 @@ impl LocalConnTable {
 
     /// See [`ConnTable::lookup_template`](crate::ConnTable::lookup_template).
     pub fn lookup_template(&self, key: &TemplateKey) -> Option<(ConnId, ConnView)> {
-        ops::lookup_template(self, key)
+        ops::lookup_template(self, key, None)
+    }
+
+    /// See [`ConnTable::lookup_pe_template`](crate::ConnTable::lookup_pe_template).
+    pub fn lookup_pe_template(&self, key: &TemplateKey, pe_data: Option<&[u8]>) -> Option<(ConnId, ConnView)> {
+        ops::lookup_template(self, key, pe_data)
     }
 
     /// See [`ConnTable::lookup_burst`](crate::ConnTable::lookup_burst) (no locks here: hash and prefetch every

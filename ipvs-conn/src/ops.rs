@@ -18,7 +18,7 @@ use crate::drop::DropEntry;
 use crate::entry::{saturate_ms, Addr, ConnId, ConnMut, ConnView, Expired, Fam, NewConn, NO_DEST};
 use crate::error::{FillCportError, InsertError, RemoveError};
 use crate::index::{prefetch, Index};
-use crate::key::{InKey, KeyHasher, OutKey, TemplateKey};
+use crate::key::{InKey, KeyHasher, OutKey, TemplateKey, MAX_PE_DATA};
 use crate::shard::{Counters, MemoryStats, NewEntry, ProbeStats, Settle, Shard, SlabOf};
 
 /// Read access to a set of shards.
@@ -167,15 +167,19 @@ pub(crate) fn lookup_out<S: ShardRead>(s: &S, key: &OutKey) -> Found {
     }
 }
 
-fn lookup_template_typed<S: ShardRead, A: SlabOf>(s: &S, k: &crate::entry::TplK<A>) -> Found {
-    let hash = A::hash_client(s.hasher(), k.proto, k.caddr, 0);
-    s.read(s.shard_for(hash), |sh| sh.find_template(hash, k).map(|loc| sh.found::<A>(loc)))
+fn lookup_template_typed<S: ShardRead, A: SlabOf>(s: &S, k: &crate::entry::TplK<A>, pe: Option<&[u8]>) -> Found {
+    let hash = match pe {
+        Some(d) => s.hasher().pe(d),
+        None => A::hash_client(s.hasher(), k.proto, k.caddr, 0),
+    };
+    s.read(s.shard_for(hash), |sh| sh.find_template(hash, k, pe).map(|loc| sh.found::<A>(loc)))
 }
 
-pub(crate) fn lookup_template<S: ShardRead>(s: &S, key: &TemplateKey) -> Found {
+/// `ct_in_get`: the template of `key` carrying persistence-engine data `pe` (`None`: one without).
+pub(crate) fn lookup_template<S: ShardRead>(s: &S, key: &TemplateKey, pe: Option<&[u8]>) -> Found {
     match key.typed()? {
-        Fam::V4(k) => lookup_template_typed(s, &k),
-        Fam::V6(k) => lookup_template_typed(s, &k),
+        Fam::V4(k) => lookup_template_typed(s, &k, pe),
+        Fam::V6(k) => lookup_template_typed(s, &k, pe),
     }
 }
 
@@ -334,10 +338,13 @@ pub(crate) fn memory_stats<S: ShardRead>(s: &S) -> MemoryStats {
 
 // ---- insert -------------------------------------------------------------------------------------------------
 
-fn entry<A: Addr>(h: &KeyHasher, n: &NewConn, caddr: A, vaddr: A, daddr: A) -> NewEntry<A> {
+fn entry<A: Addr>(h: &KeyHasher, n: &NewConn, pe: Option<&[u8]>, caddr: A, vaddr: A, daddr: A) -> NewEntry<A> {
     let proto = u8::from(n.protocol);
     NewEntry {
-        hash: A::hash_client(h, proto, caddr, n.cport),
+        hash: match pe {
+            Some(d) => h.pe(d),
+            None => A::hash_client(h, proto, caddr, n.cport),
+        },
         proto,
         caddr,
         cport: n.cport,
@@ -354,10 +361,19 @@ fn entry<A: Addr>(h: &KeyHasher, n: &NewConn, caddr: A, vaddr: A, daddr: A) -> N
     }
 }
 
-/// Validates `n` and types it by family.
-fn typed_new(h: &KeyHasher, n: &NewConn) -> Result<Fam<NewEntry<Ipv4Addr>, NewEntry<Ipv6Addr>>, InsertError> {
+/// Validates `n` (and its persistence-engine data `pe`: templates only, 1..=255 bytes) and types it by family.
+fn typed_new(
+    h: &KeyHasher,
+    n: &NewConn,
+    pe: Option<&[u8]>,
+) -> Result<Fam<NewEntry<Ipv4Addr>, NewEntry<Ipv6Addr>>, InsertError> {
     if n.flags.contains(ConnFlags::ONE_PACKET) {
         return Err(InsertError::OnePacket);
+    }
+    if let Some(d) = pe {
+        if !n.is_template() || d.is_empty() || d.len() > MAX_PE_DATA {
+            return Err(InsertError::Invalid);
+        }
     }
     if n.flags.intersects(ConnFlags::TEMPLATE | ConnFlags::NO_CPORT) && n.cport != 0 {
         return Err(InsertError::Invalid);
@@ -366,14 +382,20 @@ fn typed_new(h: &KeyHasher, n: &NewConn) -> Result<Fam<NewEntry<Ipv4Addr>, NewEn
         return Err(InsertError::Invalid);
     }
     match (n.caddr, n.vaddr, n.daddr) {
-        (IpAddr::V4(c), IpAddr::V4(v), IpAddr::V4(d)) => Ok(Fam::V4(entry(h, n, c, v, d))),
-        (IpAddr::V6(c), IpAddr::V6(v), IpAddr::V6(d)) => Ok(Fam::V6(entry(h, n, c, v, d))),
+        (IpAddr::V4(c), IpAddr::V4(v), IpAddr::V4(d)) => Ok(Fam::V4(entry(h, n, pe, c, v, d))),
+        (IpAddr::V6(c), IpAddr::V6(v), IpAddr::V6(d)) => Ok(Fam::V6(entry(h, n, pe, c, v, d))),
         _ => Err(InsertError::Invalid),
     }
 }
 
-pub(crate) fn insert<S: ShardWrite>(s: &mut S, now: Instant, n: &NewConn) -> Result<ConnId, InsertError> {
-    let e = typed_new(s.hasher(), n)?;
+/// Inserts `n`; `pe` is the persistence-engine data of a template (`None` for everything else).
+pub(crate) fn insert<S: ShardWrite>(
+    s: &mut S,
+    now: Instant,
+    n: &NewConn,
+    pe: Option<&[u8]>,
+) -> Result<ConnId, InsertError> {
+    let e = typed_new(s.hasher(), n, pe)?;
     if let Some(ctl) = n.control {
         if !s.has_shard(ctl) || !s.write(ctl.shard(), |sh, _| sh.inc_control(ctl)) {
             return Err(InsertError::ControlGone(ctl));
@@ -382,11 +404,11 @@ pub(crate) fn insert<S: ShardWrite>(s: &mut S, now: Instant, n: &NewConn) -> Res
     let r = match e {
         Fam::V4(e) => {
             let i = s.shard_for(e.hash);
-            s.write(i, |sh, c| sh.insert(now, &e, c))
+            s.write(i, |sh, c| sh.insert(now, &e, pe, c))
         }
         Fam::V6(e) => {
             let i = s.shard_for(e.hash);
-            s.write(i, |sh, c| sh.insert(now, &e, c))
+            s.write(i, |sh, c| sh.insert(now, &e, pe, c))
         }
     };
     if r.is_err() {

@@ -19,7 +19,7 @@ use ipvs_proto::{ConnFlags, Instant};
 use crate::config::Geometry;
 use crate::drop::{verdict, DropEntry, Verdict};
 use crate::entry::{
-    Addr, Cold, ConnId, ConnMut, ConnView, ExpireReason, Expired, Hot, InK, Meta, OutK, TplK, U64, V6_BIT,
+    Addr, Cold, ColdExtra, ConnId, ConnMut, ConnView, ExpireReason, Expired, Hot, InK, Meta, OutK, TplK, U64, V6_BIT,
 };
 use crate::error::{FillCportError, InsertError, RemoveError};
 use crate::index::Index;
@@ -420,11 +420,17 @@ impl Shard {
             .find(hash, |loc| A::owns(loc) && slab.hot.get((loc & !V6_BIT) as usize).is_some_and(|h| h.matches_out(k)))
     }
 
+    /// `ct_in_get`: a template matching `k` whose persistence-engine data equals `pe` (`None`: a template
+    /// without). The data is compared only after the hot fields match, so the cold part is read at most once
+    /// per candidate that is otherwise the template.
     #[inline]
-    pub(crate) fn find_template<A: SlabOf>(&self, hash: u64, k: &TplK<A>) -> Option<u32> {
+    pub(crate) fn find_template<A: SlabOf>(&self, hash: u64, k: &TplK<A>, pe: Option<&[u8]>) -> Option<u32> {
         let slab = A::slab(self);
         self.index.find(hash, |loc| {
-            A::owns(loc) && slab.hot.get((loc & !V6_BIT) as usize).is_some_and(|h| h.matches_template(k))
+            let i = (loc & !V6_BIT) as usize;
+            A::owns(loc)
+                && slab.hot.get(i).is_some_and(|h| h.matches_template(k))
+                && slab.cold.get(i).is_some_and(|c| c.pe_data() == pe)
         })
     }
 
@@ -432,14 +438,17 @@ impl Shard {
 
     /// Inserts `e` unless an entry of the same identity exists or the table or shard is full. Does not touch
     /// the controller (the caller has incremented its count).
+    /// `pe` is the persistence-engine data of a template (the caller has checked it is one, and hashed `e` by
+    /// the data).
     pub(crate) fn insert<A: SlabOf>(
         &mut self,
         now: Instant,
         e: &NewEntry<A>,
+        pe: Option<&[u8]>,
         c: &impl Counters,
     ) -> Result<ConnId, InsertError> {
         let existing = if e.flags & ConnFlags::TEMPLATE.0 != 0 {
-            self.find_template(e.hash, &e.tpl_key())
+            self.find_template(e.hash, &e.tpl_key(), pe)
         } else {
             self.find_in(e.hash, &e.in_key())
         };
@@ -487,8 +496,9 @@ impl Shard {
             },
         };
         debug_assert!(hot.m.is_live());
+        let extra = pe.map(|d| Box::new(ColdExtra { pe_data: Some(d.into()), ..ColdExtra::default() }));
         slab.cold[i as usize] =
-            Cold { control: e.control, old_state: 0, scheduled: expires, sync_endtime: now_ms & !3, extra: None };
+            Cold { control: e.control, old_state: 0, scheduled: expires, sync_endtime: now_ms & !3, extra };
         self.live += 1;
         self.wheel.insert(Instant::from_millis(expires), WheelItem { loc, generation });
         if e.flags & ConnFlags::NO_CPORT.0 != 0 {
@@ -727,7 +737,7 @@ impl Shard {
     // ---- other hooks -----------------------------------------------------------------------------------
 
     /// Makes a template unmatchable (vport = dport = 0xFFFF; its client port is 0 already, so its hash, which
-    /// covers only the client side, is unchanged). Its timer is left alone.
+    /// covers only the client side or its persistence-engine data, is unchanged). Its timer is left alone.
     pub(crate) fn invalidate_template(&mut self, id: ConnId) -> bool {
         let Some(loc) = self.resolve(id) else {
             return false;

@@ -217,7 +217,21 @@ impl ConnTable {
     /// exactly one succeeds), [`InsertError::Full`] at capacity, [`InsertError::OnePacket`] for `ONE_PACKET`
     /// conns (never inserted), [`InsertError::ControlGone`], [`InsertError::Invalid`].
     pub fn insert(&self, now: Instant, conn: NewConn) -> Result<ConnId, InsertError> {
-        ops::insert(&mut &*self, now, &conn)
+        ops::insert(&mut &*self, now, &conn, None)
+    }
+
+    /// Inserts a persistence template carrying persistence-engine data (the SIP Call-ID of a `--pe sip`
+    /// service, facts §8.5): it is hashed by the data (the kernel's `hashkey_raw`), and found only by
+    /// [`lookup_pe_template`](Self::lookup_pe_template) with the same key *and* the same data, so one client
+    /// network can hold one template per call. The data is kept in the template's cold part
+    /// ([`ConnMut::pe_data`]) and never changes.
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](Self::insert); [`InsertError::Invalid`] as well when `template` is not a template or
+    /// `pe_data` is empty or longer than [`MAX_PE_DATA`](crate::MAX_PE_DATA) (255) bytes.
+    pub fn insert_pe_template(&self, now: Instant, template: NewConn, pe_data: &[u8]) -> Result<ConnId, InsertError> {
+        ops::insert(&mut &*self, now, &template, Some(pe_data))
     }
 
     /// The conn of a client→service packet (`conn_in_get`, with the kernel's retry with client port 0 while
@@ -232,9 +246,17 @@ impl ConnTable {
         ops::lookup_out(self, key)
     }
 
-    /// The persistence template of `key` (`ct_in_get`, without persistence-engine data).
+    /// The persistence template of `key` without persistence-engine data (`ct_in_get`).
     pub fn lookup_template(&self, key: &TemplateKey) -> Option<(ConnId, ConnView)> {
-        ops::lookup_template(self, key)
+        ops::lookup_template(self, key, None)
+    }
+
+    /// The persistence template of `key` whose persistence-engine data is `pe_data` (`ct_in_get` with the PE's
+    /// `ct_match`: the hot fields of `key` and the data bytes must all be equal). `None` for `pe_data` is
+    /// [`lookup_template`](Self::lookup_template): a template with data is never found without it, nor one
+    /// without data with it.
+    pub fn lookup_pe_template(&self, key: &TemplateKey, pe_data: Option<&[u8]>) -> Option<(ConnId, ConnView)> {
+        ops::lookup_template(self, key, pe_data)
     }
 
     /// [`lookup_in`](Self::lookup_in) of every key: `out[i]` gets the result for `keys[i]` (for `i` below the

@@ -130,6 +130,13 @@ pub struct EngineConfig {
     pub drop_seed: u64,
     /// Most events kept for [`Engine::poll_event`]; 0 turns events off.
     pub event_capacity: usize,
+    /// The SIP persistence engine (`--pe sip`, facts §8.5; default on): persistent `--pe sip` services keep a
+    /// template per SIP Call-ID ([`crate::pe_sip`]), real servers of such services may start calls
+    /// (`conn_out`), and a sync backup applies records carrying a Call-ID. Off: like a kernel without the
+    /// `ip_vs_pe_sip` module (the one that made `testdata/kernel-6.1/ipvsadm-listings.txt`) — `--pe sip`
+    /// services are refused with [`EngineError::PersistenceEngineUnavailable`] and a backup skips records with
+    /// PE data.
+    pub sip_persistence_engine: bool,
     /// The engine's start time (the connection table's timer wheel starts here).
     pub start: Instant,
 }
@@ -150,6 +157,7 @@ impl EngineConfig {
             local_v6: None,
             drop_seed: 0,
             event_capacity: 4096,
+            sip_persistence_engine: true,
             start: Instant::ZERO,
         }
     }
@@ -170,8 +178,8 @@ pub enum EngineError {
     MixedFamilyTunnel,
     /// A real server address that is not unicast (unspecified, multicast or broadcast; kernel `EINVAL`).
     DestAddress(IpAddr),
-    /// A persistence engine (`--pe sip`): not available in this engine, as in a kernel without the module
-    /// (`ENOENT`).
+    /// A persistence engine (`--pe sip`) turned off in this engine
+    /// ([`EngineConfig::sip_persistence_engine`]), as in a kernel without the module (`ENOENT`).
     PersistenceEngineUnavailable,
     /// `--start-daemon` / `--stop-daemon` through [`Engine::apply`]: a daemon is sockets, which the embedder
     /// owns; it builds the `ipvs_sync` master or backup and starts it with [`Engine::start_sync_master`] or
@@ -206,7 +214,7 @@ impl fmt::Display for EngineError {
             }
             Self::DestAddress(a) => write!(f, "real server address: {a} is not a unicast address"),
             Self::PersistenceEngineUnavailable => {
-                f.write_str("persistence engine (--pe): not available (no persistence engine is built in)")
+                f.write_str("persistence engine (--pe): not available (turned off in this engine)")
             }
             Self::SyncDaemonUnavailable => f.write_str(
                 "sync daemon: start it from the embedder (the engine has no sockets; see start_sync_master)",
@@ -356,6 +364,8 @@ pub struct Engine {
     pub(crate) local_v6: Option<Ipv6Addr>,
     pub(crate) slow_start: SlowStart,
     pub(crate) sched_base: SchedConfig,
+    /// [`EngineConfig::sip_persistence_engine`].
+    pub(crate) sip_pe: bool,
 }
 
 impl fmt::Debug for Engine {
@@ -395,6 +405,7 @@ impl Engine {
             local_v6: config.local_v6,
             slow_start: config.slow_start,
             sched_base: config.sched,
+            sip_pe: config.sip_persistence_engine,
         })
     }
 
@@ -549,6 +560,18 @@ impl Engine {
         v
     }
 
+    /// The persistence-engine data of a conn (the Call-ID of a `--pe sip` template), if it has any.
+    pub fn conn_pe_data(&self, id: ConnId) -> Option<Vec<u8>> {
+        self.conns.with_conn(id, |c| c.pe_data().map(<[u8]>::to_vec)).flatten()
+    }
+
+    /// What the listings show of a conn's persistence-engine data: the engine's name and the data (a Call-ID
+    /// is text; other bytes are shown as U+FFFD).
+    fn conn_pe(&self, id: ConnId) -> Option<(String, String)> {
+        let data = self.conn_pe_data(id)?;
+        Some((crate::pe_sip::NAME.to_owned(), String::from_utf8_lossy(&data).into_owned()))
+    }
+
     /// The conn of a client → virtual service flow, if any (the "in" lookup), as of `now`.
     pub fn conn(&self, now: Instant, protocol: Protocol, client: SocketAddr, virt: SocketAddr) -> Option<ConnInfo> {
         let key = ipvs_conn::InKey::new(protocol, client.ip(), client.port(), virt.ip(), virt.port());
@@ -617,7 +640,7 @@ impl Engine {
                 dest: c.real,
                 state: c.state,
                 expires_secs: u32::try_from(c.expires.secs()).unwrap_or(u32::MAX),
-                pe: None,
+                pe: if c.is_template() { self.conn_pe(c.id) } else { None },
             })
             .collect();
         let (stats, rates) = listing_stats(&self.total_stats.snapshot());
@@ -640,11 +663,15 @@ mod tests {
 
     const LISTINGS: &str = include_str!("../../testdata/kernel-6.1/ipvsadm-listings.txt");
 
-    /// The oracle's rules (from its header), applied to an engine, re-emit its `ipvsadm -S -n` section: the
-    /// `--pe sip` service fails as it failed on the kernel (no SIP module), and so does its real server.
+    /// The oracle's rules (from its header), applied to an engine without the SIP persistence engine, re-emit
+    /// its `ipvsadm -S -n` section: the `--pe sip` service fails as it failed on the kernel (no SIP module), and
+    /// so does its real server.
     #[test]
     fn oracle_rules_applied_to_an_engine_save_back() {
-        let engine = Engine::new(EngineConfig::new(4096, [1; 16])).unwrap();
+        // Like the kernel that made the oracle: no SIP module.
+        let mut config = EngineConfig::new(4096, [1; 16]);
+        config.sip_persistence_engine = false;
+        let engine = Engine::new(config).unwrap();
         let mut refused = Vec::new();
         for line in LISTINGS.lines().take_while(|l| l.starts_with('#')) {
             let Some(rule) = line.strip_prefix("#   ipvsadm ") else { continue };

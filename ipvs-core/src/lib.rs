@@ -12,6 +12,8 @@
 //!   drop with a counted [`DropReason`], or send the ICMP error now in the buffer.
 //! - **Timers and events** ([`Engine::poll_timeout`], [`Engine::handle_timeout`], [`Engine::poll_event`]):
 //!   connection expiry, the defense step, the rate estimators, the trash.
+//! - **Persistence engines**: `--pe sip` ([`pe_sip`]): per-call templates keyed by the SIP Call-ID, calls started
+//!   by real servers, Call-IDs synced and listed ([`EngineConfig::sip_persistence_engine`] turns it off).
 //! - **Listings** ([`Engine::conns`], [`Engine::listing_snapshot`] for [`ipvsadm`]'s renderers).
 //! - **Connection sync** with the kernel's protocol ([`sync`] = `ipvs-sync`): a master fed by the packet path
 //!   ([`Engine::start_sync_master`], [`Engine::poll_sync_transmit`]) and a backup that applies what it hears
@@ -63,6 +65,7 @@ mod engine;
 mod events;
 mod forward;
 pub mod ipvsadm;
+pub mod pe_sip;
 mod persistence;
 mod pipeline;
 pub mod replay_states;

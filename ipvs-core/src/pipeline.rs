@@ -7,9 +7,15 @@
 //! unreachable. Then statistics, the state transition (INPUT or INPUT_ONLY), and the transmitter of the
 //! conn's forwarding method (facts §9).
 //!
+//! Persistent `--pe sip` services (facts §8.1 step 3, §8.5; [`crate::pe_sip`]): the template key carries the
+//! packet's SIP Call-ID, looked up and created with it; a new flow without a usable Call-ID is dropped
+//! ([`DropReason::PersistenceEngine`]).
+//!
 //! Real-server side ("out" hook, facts §4.2): NAT replies are found by the real-server tuple and get their
-//! source rewritten back to the virtual service (state transition OUTPUT); unmatched replies pass (or, with
-//! `nat_icmp_send`, are answered with a port unreachable).
+//! source rewritten back to the virtual service (state transition OUTPUT); a UDP packet from a NAT real server
+//! of a `--pe sip` service that matches nothing starts a call (the SIP engine's `conn_out`: conn, and template
+//! for persistent services, then handled as a reply); other unmatched replies pass (or, with `nat_icmp_send`,
+//! are answered with a port unreachable).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -25,6 +31,7 @@ use crate::config::{TunnelConfig, TunnelCsum, TunnelKind};
 use crate::engine::{Engine, ProtoTimeouts, NEW_CONN_TIMEOUT};
 use crate::events::{Event, EventQueue};
 use crate::forward::{self, IPV4_MIN_MTU, IPV6_MIN_MTU};
+use crate::pe_sip;
 use crate::persistence::{self, FTP_PORT};
 use crate::service::{ControlState, DestSlot, ServiceSlot};
 use crate::verdict::{Direction, DropReason, IcmpKind, PacketBuf, Verdict};
@@ -615,7 +622,7 @@ impl Engine {
         };
         let dport = if dest.config.addr.port() != 0 { dest.config.addr.port() } else { flow.virt.port() };
         let new = self.new_conn(svc, dest, flow, dport);
-        self.create(now, svc, dest, new, None)
+        self.create(now, svc, dest, new, None, None)
     }
 
     /// The scheduler's pick for `flow`.
@@ -658,7 +665,18 @@ impl Engine {
             flow.virt.ip(),
             flow.virt.port(),
         );
-        let mut found = self.conns.lookup_template(&plan.key);
+        // The persistence engine's data (facts §8.1 step 3): no usable Call-ID drops the packet.
+        let pe: Option<Vec<u8>> = if uses_sip(svc) {
+            let Ok(hdr) = ip::parse(buf.packet()) else { return Err(Verdict::Drop(DropReason::Malformed)) };
+            match pe_sip::call_id_of_packet(&hdr, buf.packet()) {
+                // An ICMP error's quoted flow is scheduled from the ICMP packet, which is not UDP.
+                Ok(id) if !flow.icmp => Some(id.to_vec()),
+                _ => return Err(Verdict::Drop(DropReason::PersistenceEngine)),
+            }
+        } else {
+            None
+        };
+        let mut found = self.conns.lookup_pe_template(&plan.key, pe.as_deref());
         if let Some((tid, tv)) = found {
             // check_template (facts §3.7).
             let valid = tv
@@ -685,20 +703,21 @@ impl Engine {
                 .with_dest(dest.id)
                 .with_flags(ConnFlags::TEMPLATE | dest.config.conn_flags());
                 tpl.fwmark = flow.fwmark;
-                let t = self.create(now, svc, dest, tpl, None)?;
+                let t = self.create(now, svc, dest, tpl, None, pe.as_deref())?;
                 let Some(tid) = t.id else { return Err(Verdict::Drop(DropReason::ConnInsert)) };
                 (tid, dest)
             }
         };
         let dport = persistence::conn_dport(&svc.config.key, flow.virt.port(), dest.config.addr.port());
         let new = self.new_conn(svc, dest, flow, dport).with_control(tid);
-        let conn = self.create(now, svc, dest, new, Some(tid));
+        let conn = self.create(now, svc, dest, new, Some(tid), None);
         // The template is "put": its idle timer restarts.
         self.conns.update(now, tid, |_| ());
         conn
     }
 
     /// Binds `new` to `dest`, inserts it, counts it (facts §4.4 steps 8–9, §4.6).
+    /// `pe` is the persistence-engine data of a template (the SIP Call-ID).
     fn create(
         &self,
         now: Instant,
@@ -706,6 +725,7 @@ impl Engine {
         dest: &DestSlot,
         new: NewConn,
         control: Option<ConnId>,
+        pe: Option<&[u8]>,
     ) -> Result<Conn, Verdict> {
         let template = new.is_template();
         dest.update_state(&self.events, |s| if template { s.bind_template() } else { s.bind_conn(false) });
@@ -718,7 +738,11 @@ impl Engine {
                 engine.total_stats.counters().add_conn();
             }
         };
-        match self.conns.insert(now, new) {
+        let inserted = match pe {
+            Some(data) => self.conns.insert_pe_template(now, new, data),
+            None => self.conns.insert(now, new),
+        };
+        match inserted {
             Ok(id) => {
                 counted(self);
                 if !template && self.events.enabled() {
@@ -883,14 +907,29 @@ impl Engine {
             L4::Ports { sport, dport, transport } => (sport, dport, transport),
         };
         let key = OutKey::new(transport.protocol(), hdr.src_addr, sport, hdr.dst_addr, dport);
-        let Some((id, view)) = self.conns.lookup_out(&key) else {
+        let found = match self.conns.lookup_out(&key) {
+            Some(hit) => Some(Conn { id: Some(hit.0), view: hit.1, control: None }),
+            // A SIP call a real server starts (facts §4.2 step 5, §8.5).
+            None if matches!(transport, Transport::Udp) => self.sip_conn_out(now, ctl, buf, hdr, sport, dport),
+            None => None,
+        };
+        let Some(conn) = found else {
             if ctl.sysctls.nat_icmp_send && ctl.is_masq_server(hdr.src_addr, sport) && !transport.is_reset() {
                 // (Real servers are unicast, so the error can always be sent.)
                 return self.send_icmp(buf, IcmpKind::PortUnreachable, hdr.dst_addr, DropReason::NoDestination);
             }
             return Verdict::Pass;
         };
+        let view = conn.view;
         let dest = view.dest.and_then(|d| ctl.dest(d));
+        let Some(id) = conn.id else {
+            // A one-packet conn of `conn_out`: never in the table; the reply goes out as its conn says.
+            if let Some(d) = dest {
+                d.update_state(&self.events, |s| s.unbind_conn(false));
+            }
+            self.count_out(ctl, dest, buf.len());
+            return self.reply_transmit(buf, hdr, &view, false);
+        };
         let secure = self.defense.secure_tcp_active();
         let Some(up) =
             self.conns.update(now, id, |c| transition(c, transport, true, secure, &ctl.timeouts, dest, &self.events))
@@ -907,6 +946,87 @@ impl Engine {
         }
         self.count_out(ctl, dest, buf.len());
         self.reply_transmit(buf, hdr, &up.view, false)
+    }
+
+    /// The SIP engine's `conn_out` (facts §8.5): a UDP packet from a NAT real server of a `--pe sip` service
+    /// (by source address and port) that matched no conn starts a call toward `hdr.dst_addr:dport`. The conn
+    /// that replies from there will find is created — client = the packet's destination, virtual = the
+    /// service, real server = the packet's source — and, for a persistent service, a template for the
+    /// destination's network and the message's Call-ID pointing at this real server (an existing one pointing
+    /// elsewhere is invalidated and replaced), so later requests of the call from any port stick to it. The
+    /// packet then goes out as a reply of that conn (NAT: source rewritten to the virtual service).
+    ///
+    /// `None` (the miss goes on as any other) when the source is no such real server, either port is 0, a
+    /// persistent service's message has no usable Call-ID, or the table refuses the conn.
+    fn sip_conn_out(
+        &self,
+        now: Instant,
+        ctl: &ControlState,
+        buf: &PacketBuf<'_>,
+        hdr: &IpHeaders,
+        sport: u16,
+        dport: u16,
+    ) -> Option<Conn> {
+        let dest = ctl.sip_server(hdr.src_addr, sport)?;
+        let svc = ctl.services.get(&dest.service)?;
+        let ServiceKey::Addr { addr: vaddr, .. } = svc.config.key else { return None };
+        // `sip_server` lists services with a port only; the packet's ports must be set too.
+        if vaddr.port() == 0 || sport == 0 || dport == 0 || !dest.linked {
+            return None;
+        }
+        let client = SocketAddr::new(hdr.dst_addr, dport);
+        let flow = NewFlow { protocol: Protocol::Udp, client, virt: vaddr, fwmark: 0, icmp: false };
+        let control = match svc.config.persistence {
+            Some(p) => {
+                let call_id = pe_sip::call_id_of_packet(hdr, buf.packet()).ok()?.to_vec();
+                let plan = persistence::template_for(
+                    &svc.config.key,
+                    p.netmask,
+                    Protocol::Udp,
+                    client.ip(),
+                    vaddr.ip(),
+                    vaddr.port(),
+                );
+                let found = self.conns.lookup_pe_template(&plan.key, Some(&call_id));
+                let tid = match found {
+                    // check_template with this real server required (facts §3.7).
+                    Some((tid, tv))
+                        if tv.dest == Some(dest.id)
+                            && !(ctl.sysctls.expire_quiescent_template && dest.weight() == 0) =>
+                    {
+                        tid
+                    }
+                    other => {
+                        if let Some((tid, _)) = other {
+                            self.conns.invalidate_template(tid);
+                        }
+                        let dport = if plan.dport_from_dest { dest.config.addr.port() } else { 0 };
+                        let tpl = NewConn::template(
+                            &plan.key,
+                            SocketAddr::new(dest.config.addr.ip(), dport),
+                            Duration::from_secs(u64::from(p.timeout_secs)),
+                        )
+                        .with_dest(dest.id)
+                        .with_flags(ConnFlags::TEMPLATE | dest.config.conn_flags());
+                        self.create(now, svc, dest, tpl, None, Some(&call_id)).ok()?.id?
+                    }
+                };
+                Some(tid)
+            }
+            None => None,
+        };
+        let mut new = self.new_conn(svc, dest, &flow, sport);
+        if let Some(tid) = control {
+            new = new.with_control(tid);
+        }
+        // (Should the peer's tuple already have a conn to another server, that conn is returned and the packet
+        // leaves as its reply: the same source rewrite to the virtual service.)
+        let conn = self.create(now, svc, dest, new, control, None).ok();
+        if let Some(tid) = control {
+            // The template is "put": its idle timer restarts.
+            self.conns.update(now, tid, |_| ());
+        }
+        conn
     }
 
     /// Sends a reply (or an ICMP error from the real server) on to the client: NAT rewrites the source back
@@ -1110,6 +1230,11 @@ impl Engine {
         self.count_out(ctl, dest, buf.len());
         self.reply_transmit(buf, hdr, &view, true)
     }
+}
+
+/// Whether a service's persistence uses the SIP engine.
+fn uses_sip(svc: &ServiceSlot) -> bool {
+    svc.config.pe_name.as_deref() == Some(pe_sip::NAME)
 }
 
 /// The state half of `is_new_conn_expected` (facts §4.1 step 5): TCP TIME_WAIT/CLOSE (and with mode bit 2

@@ -63,6 +63,9 @@ pub(crate) struct ControlState {
     vips: HashSet<IpAddr>,
     /// Tunnel real servers: address, tunnel type and GUE port (0 for IPIP and GRE).
     tunnels: HashSet<(IpAddr, TunnelKind, u16)>,
+    /// NAT real servers of UDP `--pe sip` services with a port, by address and port, for the SIP engine's
+    /// `conn_out` (facts §8.5): the real server of the oldest such service when several list one.
+    sip_servers: HashMap<(IpAddr, u16), DestId>,
     pub(crate) sysctls: Sysctls,
     pub(crate) timeouts: ProtoTimeouts,
 }
@@ -203,6 +206,7 @@ impl ControlState {
             masq_addrs: HashSet::new(),
             vips: HashSet::new(),
             tunnels: HashSet::new(),
+            sip_servers: HashMap::new(),
             sysctls,
             timeouts,
         }
@@ -257,6 +261,15 @@ impl ControlState {
     /// Whether `addr:port` is a NAT real server (the kernel's `ip_vs_has_real_service`).
     pub(crate) fn is_masq_server(&self, addr: IpAddr, port: u16) -> bool {
         self.masq_servers.contains(&(addr, port))
+    }
+
+    /// The real server at `addr:port` that may start SIP calls (`conn_out`, facts §8.5): a NAT real server of a
+    /// UDP `--pe sip` service whose port is not 0.
+    pub(crate) fn sip_server(&self, addr: IpAddr, port: u16) -> Option<&DestSlot> {
+        if self.sip_servers.is_empty() {
+            return None;
+        }
+        self.sip_servers.get(&(addr, port)).and_then(|id| self.dest(*id))
     }
 
     /// Whether a tunnel real server at `addr` uses `kind` (and, for GUE, UDP port `port`).
@@ -322,7 +335,20 @@ impl ControlState {
         self.masq_addrs.clear();
         self.vips.clear();
         self.tunnels.clear();
+        self.sip_servers.clear();
+        let mut sip: Vec<(u64, (IpAddr, u16), DestId)> = Vec::new();
         for s in self.services.values() {
+            let sip_service = s.config.pe_name.as_deref() == Some(crate::pe_sip::NAME)
+                && matches!(s.config.key, ServiceKey::Addr { protocol: Protocol::Udp, addr } if addr.port() != 0);
+            if sip_service {
+                for id in &s.dests {
+                    if let Some(d) = self.dests.get(id.0 as usize).and_then(Option::as_ref) {
+                        if d.config.fwd == FwdMethod::Masq {
+                            sip.push((s.added, (d.config.addr.ip(), d.config.addr.port()), *id));
+                        }
+                    }
+                }
+            }
             if let ServiceKey::Addr { protocol, addr } = s.config.key {
                 self.vips.insert(addr.ip());
                 if addr.port() == 0 {
@@ -343,6 +369,11 @@ impl ControlState {
                     }
                 }
             }
+        }
+        // Oldest service first, so the choice does not depend on the map's order.
+        sip.sort_by_key(|(added, _, _)| *added);
+        for (_, addr, id) in sip {
+            self.sip_servers.entry(addr).or_insert(id);
         }
     }
 
@@ -417,12 +448,11 @@ impl Engine {
     ///
     /// # Errors
     /// A [`ServiceConfig::validate`] error, [`ConfigError::ServiceExists`], or
-    /// [`EngineError::PersistenceEngineUnavailable`] for `--pe`.
+    /// [`EngineError::PersistenceEngineUnavailable`] for `--pe sip` when
+    /// [`EngineConfig::sip_persistence_engine`](crate::EngineConfig::sip_persistence_engine) is off.
     pub fn add_service(&self, now: Instant, config: ServiceConfig) -> Result<(), EngineError> {
         config.validate()?;
-        if config.pe_name.is_some() {
-            return Err(EngineError::PersistenceEngineUnavailable);
-        }
+        self.check_pe(&config)?;
         let mut sched = build_scheduler(&config, &self.sched_base)?;
         let mut ctl = self.ctl.write();
         if ctl.services.contains_key(&config.key) {
@@ -445,17 +475,24 @@ impl Engine {
         Ok(())
     }
 
+    /// Refuses `--pe sip` while the SIP engine is off (unknown names are refused by `validate`).
+    fn check_pe(&self, config: &ServiceConfig) -> Result<(), EngineError> {
+        match &config.pe_name {
+            Some(name) if name == crate::pe_sip::NAME && self.sip_pe => Ok(()),
+            Some(_) => Err(EngineError::PersistenceEngineUnavailable),
+            None => Ok(()),
+        }
+    }
+
     /// `ipvsadm -E`: replaces a service's configuration (scheduler, flags, persistence); its real servers stay.
     /// A new scheduler starts from the current list.
     ///
     /// # Errors
     /// A [`ServiceConfig::validate`] error, [`ConfigError::ServiceNotFound`], or
-    /// [`EngineError::PersistenceEngineUnavailable`].
+    /// [`EngineError::PersistenceEngineUnavailable`] (as [`add_service`](Self::add_service)).
     pub fn edit_service(&self, now: Instant, config: ServiceConfig) -> Result<(), EngineError> {
         config.validate()?;
-        if config.pe_name.is_some() {
-            return Err(EngineError::PersistenceEngineUnavailable);
-        }
+        self.check_pe(&config)?;
         let mut sched = build_scheduler(&config, &self.sched_base)?;
         let mut ctl = self.ctl.write();
         let ids = match ctl.services.get(&config.key) {

@@ -51,6 +51,13 @@
 //! So a backup can take over: after failover, packets of synced conns find their conn and are forwarded to the
 //! same real servers without scheduling, and new conns of a persistent client find the synced template.
 //!
+//! Persistence-engine data (`--pe sip`, facts §8.5, §12.4): the master sends a template's Call-ID as the
+//! `PE_DATA` option followed by `PE_NAME` = `sip`; the backup ([`Engine::sync_backup_config`] loads `sip` while
+//! [`EngineConfig::sip_persistence_engine`](crate::EngineConfig::sip_persistence_engine) is on) looks the
+//! template up by its key *and* Call-ID and creates it with the Call-ID, so the call's next packets after a
+//! failover go to the same real server. With the engine off, records with PE data are skipped (kernel +50, as a
+//! kernel without the module).
+//!
 //! Beyond the kernel: the templates of a message are applied before its conns, and a new conn of a persistent
 //! service is linked to its template (as the master's conn is) when that template exists and points at the same
 //! real server — the backup's template then cannot expire while the conn lives, as on the master.
@@ -60,9 +67,10 @@
 //! - The sync from the kernel's "expire later" (a due controller still controlling conns is pushed back 60 s and
 //!   sent with `pkts = sync_threshold`): the connection table pushes controllers back internally, without a
 //!   hook. The backup's own controllers are pushed back the same way while they control conns (see above).
-//! - Persistence-engine data (`--pe sip`): the engine has no persistence engines, so
-//!   [`Engine::sync_backup_config`] loads none and records with PE data are skipped (kernel +50, as a kernel
-//!   without the module); the master never has PE data to send.
+//! - Only templates carry persistence-engine data here (as the kernel's do): a conn record with PE data is
+//!   applied as a plain conn, its data ignored. The backup links a synced conn of a `--pe sip` service to no
+//!   template (its record does not carry the call's Call-ID); such a conn still keeps its real server, and the
+//!   synced template still sends the call's new conns there.
 //! - Sequence adjustments are synced both ways (`IN_SEQ`/`OUT_SEQ`), but the engine has no FTP helper to make
 //!   them.
 //! - conntrack: no `NFCT` handling, no refusal of synced NAT conns whose tuple conntrack already holds.
@@ -92,8 +100,8 @@ use ipvs_sync::{
 use parking_lot::Mutex;
 
 use crate::engine::Engine;
-use crate::persistence;
 use crate::service::{ControlState, DestSlot};
+use crate::{pe_sip, persistence};
 
 /// Longest controller chain followed (DATA → CTL → TPL is the longest the kernel builds).
 const MAX_CHAIN: usize = 4;
@@ -237,7 +245,9 @@ impl Iterator for ResyncIter<'_> {
             };
             self.cursor.pos += 1;
             // Gone since the dump started: skip.
-            let Some((view, control, seq)) = self.table.with_conn(id, |c| (c.view(), c.control(), seq_of(c))) else {
+            let Some((view, control, seq, pe)) =
+                self.table.with_conn(id, |c| (c.view(), c.control(), seq_of(c), pe_of(c)))
+            else {
                 continue;
             };
             if self.persist_mode && !view.is_template() {
@@ -246,15 +256,16 @@ impl Iterator for ResyncIter<'_> {
                     continue;
                 }
             }
-            let mut rec = record_of(&view, seq);
+            let mut rec = record_of(&view, seq, pe);
             rec.timeout = Some(u32::try_from(view.timeout.secs()).unwrap_or(u32::MAX));
             return Some(rec);
         }
     }
 }
 
-/// The wire record of a conn as it is now (the master writes the v1 timeout from [`ConnSyncInfo::timeout`]).
-fn record_of(v: &ConnView, seq: Option<(SeqAdjust, SeqAdjust)>) -> SyncConn {
+/// The wire record of a conn as it is now (the master writes the v1 timeout from [`ConnSyncInfo::timeout`]),
+/// with its persistence-engine data `pe` (a SIP template's Call-ID: `PE_DATA` and `PE_NAME` options).
+fn record_of(v: &ConnView, seq: Option<(SeqAdjust, SeqAdjust)>, pe: Option<Vec<u8>>) -> SyncConn {
     SyncConn {
         protocol: v.protocol,
         caddr: v.caddr,
@@ -269,9 +280,14 @@ fn record_of(v: &ConnView, seq: Option<(SeqAdjust, SeqAdjust)>) -> SyncConn {
         fwmark: Some(v.fwmark),
         in_seq: seq.map(|s| s.0),
         out_seq: seq.map(|s| s.1),
-        pe_name: None,
-        pe_data: None,
+        pe_name: pe.is_some().then(|| pe_sip::NAME.as_bytes().to_vec()),
+        pe_data: pe,
     }
+}
+
+/// The conn's persistence-engine data (templates of `--pe sip` services).
+fn pe_of(c: &ConnMut<'_>) -> Option<Vec<u8>> {
+    c.pe_data().map(<[u8]>::to_vec)
 }
 
 /// The conn's seq adjustments, if its flags ask for them.
@@ -327,9 +343,9 @@ impl MasterInner {
         view: &ConnView,
         pkts: u32,
     ) -> Option<ConnId> {
-        let (control, mut st, seq) = table.with_conn(id, |c| (c.control(), wire_state(c), seq_of(c)))?;
+        let (control, mut st, seq, pe) = table.with_conn(id, |c| (c.control(), wire_state(c), seq_of(c), pe_of(c)))?;
         let by_template = control.and_then(|cid| table.get(cid)).is_some_and(|v| v.is_template());
-        let record = record_of(view, seq);
+        let record = record_of(view, seq, pe);
         let info = ConnSyncInfo { record: &record, timeout: view.timeout, pkts, controlled_by_template: by_template };
         let before = st;
         let outcome = self.master.conn_update(now, &info, &mut st);
@@ -360,7 +376,7 @@ impl MasterInner {
     /// A one-packet conn was forwarded: never sent itself, but its template is evaluated (v1 always, facts
     /// §12.10.1).
     fn one_packet(&mut self, table: &ConnTable, now: Instant, view: &ConnView, control: Option<ConnId>) {
-        let record = record_of(view, None);
+        let record = record_of(view, None, None);
         let by_template = control.and_then(|cid| table.get(cid)).is_some_and(|v| v.is_template());
         let info = ConnSyncInfo {
             record: &record,
@@ -591,16 +607,17 @@ impl Engine {
 
     // ---- backup -------------------------------------------------------------------------------------------
 
-    /// A [`BackupConfig`] for this engine: its per-state timeouts (for records without one, i.e. v0) and no
-    /// persistence engines (the engine has none, so records with PE data are skipped). Adjust `syncid` and
-    /// `maxlen` to the daemon's configuration.
+    /// A [`BackupConfig`] for this engine: its per-state timeouts (for records without one, i.e. v0) and its
+    /// persistence engines (`sip` while
+    /// [`EngineConfig::sip_persistence_engine`](crate::EngineConfig::sip_persistence_engine) is on, else none:
+    /// records with PE data are then skipped). Adjust `syncid` and `maxlen` to the daemon's configuration.
     pub fn sync_backup_config(&self) -> BackupConfig {
         let t = self.timeouts();
         BackupConfig {
             tcp_timeouts: t.tcp,
             udp_timeouts: t.udp,
             sctp_timeouts: t.sctp,
-            known_pes: Vec::new(),
+            known_pes: if self.sip_pe { vec![pe_sip::NAME.as_bytes().to_vec()] } else { Vec::new() },
             ..BackupConfig::default()
         }
     }
@@ -689,12 +706,10 @@ impl Engine {
         let c = &rec.conn;
         let existing = match rec.lookup() {
             Lookup::Conn => self.conns.lookup_in(&InKey::new(c.protocol, c.caddr, c.cport, c.vaddr, c.vport)),
-            Lookup::Template => self.conns.lookup_template(&TemplateKey {
-                protocol: c.protocol,
-                caddr: c.caddr,
-                vaddr: c.vaddr,
-                vport: c.vport,
-            }),
+            Lookup::Template => self.conns.lookup_pe_template(
+                &TemplateKey { protocol: c.protocol, caddr: c.caddr, vaddr: c.vaddr, vport: c.vport },
+                c.pe_data.as_deref(),
+            ),
         };
         if let Some((id, view)) = existing {
             let other_dest = !rec.is_template() && (view.daddr != c.daddr || view.dport != c.dport);
@@ -792,7 +807,11 @@ impl Engine {
         if let Some(d) = dest {
             bind_counts(self, d, flags);
         }
-        match self.conns.insert(now, new) {
+        let inserted = match c.pe_data.as_deref() {
+            Some(pe) if rec.is_template() => self.conns.insert_pe_template(now, new, pe),
+            _ => self.conns.insert(now, new),
+        };
+        match inserted {
             Ok(id) => {
                 let seq = seq_adjusts(c);
                 self.conns.with_conn(id, |m| {
@@ -818,7 +837,8 @@ impl Engine {
     }
 
     /// The synced template a new synced conn of a persistent service belongs to: the one its client would use
-    /// here, if it exists and points at the same real server.
+    /// here, if it exists and points at the same real server. (Templates with PE data are never found: the
+    /// conn's record does not carry the Call-ID.)
     fn synced_template(&self, ctl: &ControlState, dest: &DestSlot, c: &SyncConn) -> Option<ConnId> {
         let svc = ctl.services.get(&dest.service)?;
         let p = svc.config.persistence?;

@@ -243,6 +243,10 @@ pub enum DropReason {
     NoDestination,
     /// The buffer has too little headroom for a tunnel's outer headers, or too little room for an ICMP error.
     NoRoom,
+    /// The persistence engine of a persistent `--pe sip` service found no usable SIP Call-ID in a packet that
+    /// would create a connection (none, longer than 255 bytes, not ended by CR or LF, or not UDP; facts §8.1
+    /// step 3, §8.5).
+    PersistenceEngine,
     /// The NAT rewrite or encapsulation failed on the packet's contents (e.g. a tunnelled packet would exceed
     /// 65535 bytes).
     RewriteFailed,
@@ -254,7 +258,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in declaration order (the order of [`DropCounts`]).
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::BadIcmpChecksum,
         Self::ConnInsert,
         Self::DefenseDropPacket,
@@ -265,6 +269,7 @@ impl DropReason {
         Self::MtuTooSmall,
         Self::NoDestination,
         Self::NoRoom,
+        Self::PersistenceEngine,
         Self::RewriteFailed,
         Self::TableFull,
         Self::TtlExceeded,
@@ -288,6 +293,7 @@ impl DropReason {
             Self::MtuTooSmall => "mtu_too_small",
             Self::NoDestination => "no_destination",
             Self::NoRoom => "no_room",
+            Self::PersistenceEngine => "persistence_engine",
             Self::RewriteFailed => "rewrite_failed",
             Self::TableFull => "table_full",
             Self::TtlExceeded => "ttl_exceeded",

@@ -18,7 +18,8 @@ use ipvs_core::ipvsadm::{
     RuleErrorKind, Stats,
 };
 use ipvs_core::proto::state::{SctpState, TcpState};
-use ipvs_core::proto::{AddressFamily, Protocol, ServiceKey};
+use ipvs_core::proto::{AddressFamily, Instant, Protocol, ServiceKey};
+use ipvs_core::{Engine, EngineConfig, EngineError};
 
 const ORACLE: &str = include_str!("../../testdata/kernel-6.1/ipvsadm-listings.txt");
 
@@ -256,6 +257,36 @@ fn diff(title: &str, got: &str, want: &str) -> String {
 fn header_rules_reemit_the_save_section() {
     let rules = kernel_rules();
     assert_eq!(rules.save(), section("ipvsadm -S -n"), "\n{}", diff("-S", &rules.save(), &section("ipvsadm -S -n")));
+}
+
+/// An engine built like the kernel that made the oracle — no SIP module, `sip_persistence_engine` off — refuses
+/// the `--pe sip` service (and then its server) as the kernel did and ends up with the kernel's `-S -n`; with the
+/// SIP engine (the default) both rules are taken.
+#[test]
+fn engine_like_the_oracles_kernel_refuses_the_sip_service() {
+    let mut kernel_like = EngineConfig::new(4096, [7; 16]);
+    kernel_like.sip_persistence_engine = false;
+    let kernel_like = Engine::new(kernel_like).unwrap();
+    let default = Engine::new(EngineConfig::new(4096, [7; 16])).unwrap();
+    let mut refused = Vec::new();
+    for (line, text) in header_rules() {
+        let command = parse_line(text).unwrap_or_else(|e| panic!("line {line}: {e}")).expect("a command");
+        if matches!(command, Command::StartDaemon(_) | Command::StopDaemon(_)) {
+            continue; // sockets: the embedder's
+        }
+        if let Err(e) = kernel_like.apply(Instant::ZERO, command.clone()) {
+            refused.push(e);
+        }
+        default.apply(Instant::ZERO, command).unwrap_or_else(|e| panic!("line {line}: {e}"));
+    }
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused[0], EngineError::PersistenceEngineUnavailable);
+    assert!(matches!(refused[1], EngineError::Config(ConfigError::ServiceNotFound(_))));
+    let saved = kernel_like.listing_snapshot(Instant::ZERO).save();
+    assert_eq!(saved, section("ipvsadm -S -n"), "\n{}", diff("-S", &saved, &section("ipvsadm -S -n")));
+    let with_sip = default.listing_snapshot(Instant::ZERO).save();
+    assert!(with_sip.lines().any(|l| l.starts_with("-A -u 10.0.2.100:5060 ") && l.ends_with("--pe sip")), "{with_sip}");
+    assert!(with_sip.contains("-a -u 10.0.2.100:5060 -r "), "{with_sip}");
 }
 
 #[test]

@@ -540,6 +540,24 @@ fn drop_table_full() {
 }
 
 #[test]
+fn drop_persistence_engine_without_a_call_id() {
+    let e = Engine::new(config()).unwrap();
+    let mut s = ServiceConfig::new(udp_svc(5060));
+    s.persistence = Some(Persistence::new(60, ipvs_core::proto::AddressFamily::Inet));
+    s.pe_name = Some("sip".into());
+    e.add_service(Instant::ZERO, s).unwrap();
+    e.add_dest(Instant::ZERO, &udp_svc(5060), dest(sa(RS1, 5060), FwdMethod::Masq)).unwrap();
+    let no_call_id = udp4(sa(CLIENT, 5060), sa(VIP, 5060), b"OPTIONS sip:x SIP/2.0\r\nVia: a\r\n\r\n");
+    assert_drop(&e, &no_call_id, Direction::FromClient, DropReason::PersistenceEngine);
+    assert!(e.conns(NOW).is_empty());
+    let ok = udp4(sa(CLIENT, 5060), sa(VIP, 5060), b"OPTIONS sip:x SIP/2.0\r\nCall-ID: c1\r\n\r\n");
+    let (v, out) = run(&e, &ok, Direction::FromClient);
+    assert!(matches!(v, Verdict::Forward { method: FwdMethod::Masq, .. }), "{v:?}");
+    assert_eq!(dst_of(&out), RS1);
+    checksums_ok(&out);
+}
+
+#[test]
 fn drop_defense_drop_packet() {
     let mut cfg = config();
     cfg.defense = Defense { drop_packet: DefenseMode::Always, am_droprate: 2, ..Defense::default() };

@@ -33,6 +33,7 @@ both!(
     stale_handles_are_never_honoured,
     no_cport_retry_and_fill_cport,
     template_keys,
+    pe_templates_match_on_their_data,
     controllers_wait_for_their_conns,
     forced_delete_cascades_to_unassured_templates,
     invalidated_templates_never_match,
@@ -256,6 +257,68 @@ fn template_keys<T: Table>() {
     let ftpl6 = t.insert(ms(0), NewConn::template(&fk6, "[2001:db8::2]:0".parse().unwrap(), secs(60))).unwrap();
     assert_eq!(t.lookup_template(&TemplateKey::fwmark("2001:db8:1:ffff::1".parse().unwrap(), 48, 7)).unwrap().0, ftpl6);
     t.check();
+}
+
+/// Templates with persistence-engine data (SIP Call-IDs, facts §3.4 `ct_in_get` with `ct_match`, §8.5): one per
+/// (key, data); the data must match byte for byte; a template without data and one with never find each other.
+fn pe_templates_match_on_their_data<T: Table>() {
+    let mut t = T::make(cfg(100, 4), ms(0));
+    let vip = IpAddr::V4(VIP);
+    let key = TemplateKey::for_service(Protocol::Udp, "10.7.8.9".parse().unwrap(), 0xFFFF_FF00, vip, 5060);
+    let rs1: SocketAddr = "10.1.0.2:5060".parse().unwrap();
+    let rs2: SocketAddr = "10.1.0.3:5060".parse().unwrap();
+    let a = t.insert_pe_template(ms(0), NewConn::template(&key, rs1, secs(360)).with_dest(DestId(1)), b"a@x").unwrap();
+    // Same client network, another call: its own template, possibly on another server.
+    let b = t.insert_pe_template(ms(0), NewConn::template(&key, rs2, secs(360)).with_dest(DestId(2)), b"b@x").unwrap();
+    assert_ne!(a, b);
+    // And a plain template of the same key.
+    let plain = t.insert(ms(0), NewConn::template(&key, rs1, secs(360))).unwrap();
+    let k2 = TemplateKey::for_service(Protocol::Udp, "10.7.8.200".parse().unwrap(), 0xFFFF_FF00, vip, 5060);
+    assert_eq!(t.lookup_pe_template(&k2, Some(b"a@x")).map(|x| x.0), Some(a));
+    assert_eq!(t.lookup_pe_template(&k2, Some(b"b@x")).map(|x| (x.0, x.1.daddr)), Some((b, rs2.ip())));
+    assert_eq!(t.lookup_pe_template(&k2, None).map(|x| x.0), Some(plain));
+    assert_eq!(t.lookup_template(&k2).map(|x| x.0), Some(plain));
+    // Data compared in full: a prefix, an extension, other case, another call do not match.
+    for other in [&b"a@"[..], b"a@xy", b"A@x", b"c@x"] {
+        assert_eq!(t.lookup_pe_template(&k2, Some(other)), None, "{other:?}");
+    }
+    // The same call from another client network, port, protocol or VIP is another template.
+    let k3 = TemplateKey::for_service(Protocol::Udp, "10.7.9.1".parse().unwrap(), 0xFFFF_FF00, vip, 5060);
+    assert_eq!(t.lookup_pe_template(&k3, Some(b"a@x")), None);
+    assert_eq!(t.lookup_pe_template(&TemplateKey { vport: 5061, ..key }, Some(b"a@x")), None);
+    assert_eq!(t.lookup_pe_template(&TemplateKey { protocol: Protocol::Tcp, ..key }, Some(b"a@x")), None);
+    assert_eq!(t.lookup_pe_template(&TemplateKey { vaddr: "192.0.2.2".parse().unwrap(), ..key }, Some(b"a@x")), None);
+    // A second template of the same key and data exists already.
+    assert!(matches!(
+        t.insert_pe_template(ms(0), NewConn::template(&key, rs2, secs(360)), b"a@x"),
+        Err(InsertError::Exists(id)) if id == a
+    ));
+    // The data is kept, and stays with the template until it goes.
+    assert_eq!(t.with_conn(a, |c| c.pe_data().map(<[u8]>::to_vec)), Some(Some(b"a@x".to_vec())));
+    assert_eq!(t.with_conn(plain, |c| c.pe_data().map(<[u8]>::to_vec)), Some(None));
+    // Invalid: not a template, empty data, data longer than 255 bytes.
+    assert_eq!(t.insert_pe_template(ms(0), tcp(1, 1000), b"x"), Err(InsertError::Invalid));
+    assert_eq!(t.insert_pe_template(ms(0), NewConn::template(&key, rs1, secs(1)), b""), Err(InsertError::Invalid));
+    let long = [b'x'; crate::MAX_PE_DATA + 1];
+    assert_eq!(t.insert_pe_template(ms(0), NewConn::template(&key, rs1, secs(1)), &long), Err(InsertError::Invalid));
+    let longest = t.insert_pe_template(ms(0), NewConn::template(&key, rs1, secs(1)), &long[1..]).unwrap();
+    assert_eq!(t.lookup_pe_template(&key, Some(&long[1..])).map(|x| x.0), Some(longest));
+    // Invalidated: never matches again.
+    assert!(t.invalidate_template(b));
+    assert_eq!(t.lookup_pe_template(&key, Some(b"b@x")), None);
+    t.check();
+    // Expiry: each at its own time.
+    assert_eq!(ids(&t.expire_at(ms(1000))), vec![longest]);
+    let mut rest = ids(&t.expire_at(ms(360_000)));
+    let mut want = vec![a, b, plain];
+    want.sort();
+    rest.sort();
+    assert_eq!(rest, want);
+    assert_eq!(t.len(), 0);
+}
+
+fn ids(v: &[Expired]) -> Vec<ConnId> {
+    v.iter().map(|e| e.id).collect()
 }
 
 /// A template and two conns it controls.
@@ -558,7 +621,6 @@ fn cold_data_round_trips<T: Table>() {
         c.set_old_state(5);
         c.set_sync_endtime(ms(12_345));
         c.set_in_seq(crate::SeqAdjust { init_seq: 1, delta: 2, previous_delta: 3 });
-        c.set_pe_data(Some(b"call-id".to_vec().into_boxed_slice()));
         c.set_dest(None);
     })
     .unwrap();
@@ -567,7 +629,7 @@ fn cold_data_round_trips<T: Table>() {
         assert_eq!(c.sync_endtime(), ms(12_345));
         assert_eq!(c.in_seq().delta, 2);
         assert_eq!(c.out_seq(), crate::SeqAdjust::default());
-        assert_eq!(c.pe_data(), Some(&b"call-id"[..]));
+        assert_eq!(c.pe_data(), None);
         assert_eq!(c.dest(), None);
         assert_eq!(c.control(), None);
         assert_eq!(c.view().dest, None);

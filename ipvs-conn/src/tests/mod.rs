@@ -98,6 +98,8 @@ pub(crate) fn out_key(c: &NewConn) -> OutKey {
 pub(crate) trait Table: Sized {
     fn make(config: ConnTableConfig, now: Instant) -> Self;
     fn insert(&mut self, now: Instant, c: NewConn) -> Result<ConnId, InsertError>;
+    fn insert_pe_template(&mut self, now: Instant, c: NewConn, pe: &[u8]) -> Result<ConnId, InsertError>;
+    fn lookup_pe_template(&self, k: &TemplateKey, pe: Option<&[u8]>) -> Option<(ConnId, ConnView)>;
     fn lookup_in(&self, k: &InKey) -> Option<(ConnId, ConnView)>;
     fn lookup_out(&self, k: &OutKey) -> Option<(ConnId, ConnView)>;
     fn lookup_template(&self, k: &TemplateKey) -> Option<(ConnId, ConnView)>;
@@ -145,6 +147,12 @@ macro_rules! forward_table {
             }
             fn insert(&mut self, now: Instant, c: NewConn) -> Result<ConnId, InsertError> {
                 <$ty>::insert(self, now, c)
+            }
+            fn insert_pe_template(&mut self, now: Instant, c: NewConn, pe: &[u8]) -> Result<ConnId, InsertError> {
+                <$ty>::insert_pe_template(self, now, c, pe)
+            }
+            fn lookup_pe_template(&self, k: &TemplateKey, pe: Option<&[u8]>) -> Option<(ConnId, ConnView)> {
+                <$ty>::lookup_pe_template(self, k, pe)
             }
             fn lookup_in(&self, k: &InKey) -> Option<(ConnId, ConnView)> {
                 <$ty>::lookup_in(self, k)

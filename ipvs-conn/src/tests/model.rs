@@ -9,7 +9,10 @@ use super::*;
 use crate::ExpireReason;
 
 const FLOWS: usize = 24;
-const TEMPLATES: usize = 3;
+/// Templates 0..3 are plain, on three client networks; 3 and 4 carry persistence-engine data (Call-IDs) on the
+/// key of template 0, so three templates share one key and differ only by their data.
+const TEMPLATES: usize = 5;
+const PLAIN_TEMPLATES: usize = 3;
 const CAPACITY: usize = 16;
 
 #[derive(Clone, Copy, Debug)]
@@ -64,7 +67,24 @@ fn flow(i: usize, dr: bool) -> NewConn {
 }
 
 fn template_key(j: usize) -> TemplateKey {
-    TemplateKey::for_service(Protocol::Tcp, client(j as u32 * 256).into(), 0xFFFF_FF00, VIP.into(), 80)
+    let net = if j < PLAIN_TEMPLATES { j } else { 0 };
+    TemplateKey::for_service(Protocol::Tcp, client(net as u32 * 256).into(), 0xFFFF_FF00, VIP.into(), 80)
+}
+
+/// The persistence-engine data of template `j`.
+fn template_pe(j: usize) -> Option<Vec<u8>> {
+    (j >= PLAIN_TEMPLATES).then(|| format!("call-{j}@host").into_bytes())
+}
+
+fn insert_template<T: Table>(t: &mut T, now: Instant, j: usize, c: NewConn) -> Result<ConnId, InsertError> {
+    match template_pe(j) {
+        Some(pe) => t.insert_pe_template(now, c, &pe),
+        None => t.insert(now, c),
+    }
+}
+
+fn lookup_template<T: Table>(t: &T, j: usize) -> Option<(ConnId, ConnView)> {
+    t.lookup_pe_template(&template_key(j), template_pe(j).as_deref())
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -138,7 +158,7 @@ fn run<T: Table>(ops: &[Op], n_shards: usize) -> Result<(), TestCaseError> {
             }
             Op::InsertTemplate { tpl, timeout_s } => {
                 let c = NewConn::template(&template_key(tpl), SocketAddr::new(RS.into(), 8080), secs(timeout_s));
-                let r = t.insert(now, c);
+                let r = insert_template(&mut t, now, tpl, c);
                 if let Some(x) = m.tpls.get(&tpl) {
                     prop_assert_eq!(r, Err(InsertError::Exists(x.id)));
                 } else if m.len() == CAPACITY {
@@ -191,7 +211,9 @@ fn run<T: Table>(ops: &[Op], n_shards: usize) -> Result<(), TestCaseError> {
                 }
             },
             Op::LookupTemplate(j) => {
-                let got = t.lookup_template(&template_key(j));
+                // A call no template carries is never found, whatever else shares its key.
+                prop_assert_eq!(t.lookup_pe_template(&template_key(j), Some(b"call-x@host")), None);
+                let got = lookup_template(&t, j);
                 match m.tpls.get(&j) {
                     Some(x) => {
                         let (id, v) = got.ok_or_else(|| TestCaseError::fail(format!("step {step}: tpl miss")))?;
