@@ -28,9 +28,9 @@ pub const HOST_PACKAGES: [&str; 3] = ["qemu-system-x86", "busybox-static", "ipvs
 pub const KERNEL_METAPACKAGE: &str = "linux-image-amd64";
 
 /// The modules the guest loads at boot (with their dependencies): IPVS and every scheduler, the dummy
-/// device real servers are routed to, the SIP persistence engine (`--pe sip`), and a NIC driver for
-/// scenarios that add a network device.
-pub const WANTED_MODULES: [&str; 18] = [
+/// device real servers are routed to, the SIP persistence engine (`--pe sip`), and the virtio PCI transport
+/// and NIC driver for the scenarios that add a network device (`-device virtio-net-pci`).
+pub const WANTED_MODULES: [&str; 19] = [
     "ip_vs",
     "ip_vs_rr",
     "ip_vs_wrr",
@@ -47,6 +47,7 @@ pub const WANTED_MODULES: [&str; 18] = [
     "ip_vs_lblcr",
     "ip_vs_pe_sip",
     "dummy",
+    "virtio_pci",
     "virtio_net",
     "nf_conntrack",
 ];

@@ -38,6 +38,9 @@ pub struct GuestOptions {
     pub qemu_args: Vec<String>,
     /// Extra kernel command-line words.
     pub append: String,
+    /// Run qemu inside this network namespace (`ip netns exec NS qemu-system-x86_64 …`), so a tap netdev in
+    /// [`GuestOptions::qemu_args`] opens a tap device of that namespace.
+    pub netns: Option<String>,
 }
 
 impl Default for GuestOptions {
@@ -48,6 +51,7 @@ impl Default for GuestOptions {
             command_timeout: Duration::from_secs(300),
             qemu_args: Vec::new(),
             append: String::new(),
+            netns: None,
         }
     }
 }
@@ -88,7 +92,15 @@ impl Guest {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
         let console = dir.join("console.log");
-        let mut cmd = Command::new("qemu-system-x86_64");
+        // `ip netns exec` execs qemu after entering the namespace: the child is qemu itself.
+        let mut cmd = match &opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                c
+            }
+            None => Command::new("qemu-system-x86_64"),
+        };
         cmd.args(["-accel", "tcg", "-nodefaults", "-display", "none", "-no-reboot", "-smp", "1"])
             .args(["-m", &opts.memory_mb.to_string()])
             .arg("-kernel")

@@ -9,6 +9,9 @@
 //! - **rules round trip** ([`rules`]): the guest's `ipvsadm -S -n` through [`ipvs_core::ipvsadm`] and back.
 //! - **protocol state sequences** ([`states`]): random TCP (plain and `secure_tcp`), UDP and SCTP packet
 //!   paths through the kernel and through [`ipvs_core::replay_states`] (UDP: [`states::replay_udp`]).
+//! - **connection sync** ([`sync`], [`netns`]): a kernel master and a tun-director backup, a tun-director
+//!   master and a kernel backup (v1 and v0), over real multicast between the guest's `eth0` and a tap device
+//!   in the test's own network namespace; every conn and template listed alike on both sides.
 //!
 //! How it runs, in order ([`artifacts::prepare`]): Debian's `qemu-system-x86`, `busybox-static` and
 //! `ipvsadm` are installed with apt-get when missing; `linux-image-amd64`'s kernel package is fetched with
@@ -17,18 +20,19 @@
 //! ipvsadm with the shared libraries `ldd` names, busybox and the packet injector `guest/ipvs-guest.rs`
 //! (compiled statically with `rustc`) go into an initramfs that [`cpio`] writes. All of it is cached under
 //! `target/tmp/interop/` (`CARGO_TARGET_TMPDIR`), so a rerun only boots. [`guest::Guest`] boots it with no
-//! network device at all (`-nodefaults`), talks to a shell on the second serial port (qemu's stdin/stdout) with
-//! a length-prefixed command / `END id rc` protocol, and kills qemu and removes its run directory on drop; the
-//! guest also powers itself off after ten idle minutes, should the test process die without dropping it.
+//! network device (`-nodefaults`; the sync scenarios add one on a tap of their namespace), talks to a shell on
+//! the second serial port (qemu's stdin/stdout) with a length-prefixed command / `END id rc` protocol, and
+//! kills qemu and removes its run directory on drop; the guest also powers itself off after ten idle minutes,
+//! should the test process die without dropping it.
 //!
-//! The tests are `#[ignore]`d, so `cargo test --workspace` does not boot anything; `.ci/run` runs them in a
-//! step of their own. [`gate`] decides: with `CI=true` or `IPVS_INTEROP=1` they run and every failure to
+//! A plain `cargo test --workspace` boots nothing; `.ci/run` shows the tests' counts in a step of their own.
+//! [`gate`] decides: with `CI=true` or `IPVS_INTEROP=1` they run and every failure to
 //! prepare or boot fails them; otherwise they print a notice and pass.
 //!
-//! Hooks for the sync scenarios (kernel master ↔ tun-director backup): [`guest::GuestOptions::qemu_args`]
-//! adds a netdev (a tap or socket netdev into the test's own namespace, or `-nic user,restrict=on`); the
-//! initramfs already carries `virtio_net`; [`procfs`] parses `/proc/net/ip_vs_conn`; see the end of
-//! `tests/kernel.rs`.
+//! The sync scenarios' network: [`netns::Lab`] makes a namespace with a tap device, [`guest::GuestOptions`]
+//! runs qemu inside it (`netns`) with a virtio-net device on the tap (`qemu_args`; the initramfs loads
+//! `virtio_pci` and `virtio_net`), and [`netns::in_netns`] starts the director's sync daemons on threads in
+//! the namespace. Nothing reaches beyond this machine.
 
 use std::fmt;
 
@@ -36,12 +40,14 @@ pub mod artifacts;
 pub mod cpio;
 pub mod guest;
 pub mod kmod;
+pub mod netns;
 pub mod packet;
 pub mod procfs;
 pub mod rng;
 pub mod rules;
 pub mod sched;
 pub mod states;
+pub mod sync;
 
 /// What went wrong, in words (with the command, file or guest output that tells why).
 #[derive(Clone, Debug, Eq, PartialEq)]

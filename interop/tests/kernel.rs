@@ -1,4 +1,7 @@
-//! The kernel interop scenarios (issue 8), each booting its own guest (see the crate docs for the harness).
+//! The kernel interop scenarios (issue 8), each booting its own guest (see the crate docs for the harness):
+//! scheduler differential, rules round trip, TCP/UDP/SCTP state sequences, and the sync scenarios (kernel
+//! master → tun-director backup; tun-director master → kernel backup, v1 and v0), whose guests have a network
+//! device on a tap in a namespace of the test's own.
 //!
 //! ```text
 //! IPVS_INTEROP=1 cargo test -p ipvs-interop --test kernel -- --nocapture   # outside CI
@@ -12,15 +15,20 @@
 //! `IPVS_INTEROP_FLOWS=N` sets the scheduler test's flow count; `IPVS_INTEROP_CACHE=DIR` moves the cache.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ipvs_core::config::RuleSet;
 use ipvs_core::replay_states::{self, ReplayOptions};
+use ipvs_core::sync::Version;
 use ipvs_interop::artifacts::{self, Artifacts};
 use ipvs_interop::guest::{Guest, GuestOptions};
+use ipvs_interop::netns::Lab;
+use ipvs_interop::procfs::parse_conns;
 use ipvs_interop::rng::Rng;
+use ipvs_interop::sync::{self as sync_scenario, key, secs_between};
 use ipvs_interop::{gate, rules, sched, states, Gate};
-use ipvs_proto::Protocol;
+use ipvs_proto::{Instant as EngineInstant, Protocol};
+use tun_director::Director;
 
 fn cache() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("interop")
@@ -232,13 +240,202 @@ fn udp_state_sequences() {
     state_sequences("UDP state sequences", Protocol::Udp, false);
 }
 
-// Sync scenarios (kernel master → tun-director backup, tun-director master → kernel backup, v1 and v0) go
-// here once examples/tun-director is ready. The pieces:
-// - `GuestOptions { qemu_args: vec!["-netdev".into(), "tap,id=n0,ifname=…,script=no,downscript=no".into(),
-//   "-device".into(), "virtio-net-pci,netdev=n0".into()], .. }` puts the guest's eth0 (virtio_net is loaded
-//   at boot) on a tap in the test's own network namespace, so multicast sync flows both ways; or
-//   `-nic user,restrict=on,model=virtio-net-pci` for a guest that must reach nothing at all.
-// - In the guest: `ip link set eth0 up; ip addr add …; ipvsadm --start-daemon master --mcast-interface eth0
-//   --syncid N` (and `echo 0 > /proc/sys/net/ipv4/vs/sync_version` for v0); conns made with the injector as
-//   in `sched::Plan::flows_script`; `ipvsadm -L -n -c` / `/proc/net/ip_vs_conn` read back with
-//   `ipvs_interop::procfs::parse_conns`.
+// Sync scenarios (issue 8): the guest's eth0 on a tap in the test's own namespace (ipvs_interop::netns), our
+// side a tun-director with its own sync daemons (ipvs_interop::sync).
+
+/// The scenario's namespace and guest: qemu runs in the namespace, eth0 on its tap.
+fn sync_guest(test: &str, art: &Artifacts, tag: &str) -> (Lab, Guest) {
+    let lab = Lab::new(tag).unwrap_or_else(|e| panic!("{test}: network namespace: {e}"));
+    let opts = GuestOptions { qemu_args: lab.qemu_args(), netns: Some(lab.ns.clone()), ..GuestOptions::default() };
+    let guest = Guest::boot(art, &opts).unwrap_or_else(|e| panic!("{test}: {e}"));
+    println!(
+        "{test}: guest {} booted in {:.1} s (eth0 on {}'s tap)",
+        guest.release,
+        guest.boot_time.as_secs_f64(),
+        lab.ns
+    );
+    (lab, guest)
+}
+
+/// A director's sync daemon, stopped on drop (its threads hold the director).
+struct Daemon<'a>(&'a Director, &'static str);
+
+impl Drop for Daemon<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.apply_rules(&format!("--stop-daemon {}\n", self.1));
+    }
+}
+
+fn midpoint(a: EngineInstant, b: EngineInstant) -> f64 {
+    (a.total_millis() + b.total_millis()) as f64 / 2000.0
+}
+
+fn at_secs(t: EngineInstant) -> f64 {
+    t.total_millis() as f64 / 1000.0
+}
+
+/// The guest (a kernel master) makes conns on every kind of service; our backup must list each one as the
+/// guest does: addresses and ports, real server, state, and the remaining time once the sync delay is
+/// accounted for; and count them on its real servers as the guest does.
+#[test]
+fn sync_kernel_master_to_tun_director_backup() {
+    const T: &str = "sync kernel master → tun-director backup (v1)";
+    let Some(art) = artifacts(T) else { return };
+    let start = Instant::now();
+    let d = sync_scenario::director(Version::V1).unwrap_or_else(|e| panic!("{T}: {e}"));
+    let (lab, mut guest) = sync_guest(T, art, "sync-a");
+    sync_scenario::start_daemon(&d, &lab.ns, "backup").unwrap_or_else(|e| panic!("{T}: {e}"));
+    let _daemon = Daemon(&d, "backup");
+    sh(T, &mut guest, &sync_scenario::guest_setup_script());
+    sh(T, &mut guest, &sync_scenario::guest_daemon_script("master", Version::V1));
+    let flows = sync_scenario::flows();
+    let t0 = d.now();
+    let made = parse_conns(&sh(T, &mut guest, &sync_scenario::guest_flows_script(&flows)));
+    let t1 = d.now();
+    // Every conn and template the guest made, on our side (the master sends a partial message after 2–3 s).
+    let waited = Instant::now();
+    while !made.iter().all(|c| sync_scenario::ours(&d).times.contains_key(&key(c))) {
+        if waited.elapsed() > Duration::from_secs(15) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let g0 = d.now();
+    let (kernel, kernel_list) = sync_scenario::split_read(&sh(T, &mut guest, sync_scenario::READ_SCRIPT));
+    let g1 = d.now();
+    let ours = sync_scenario::ours(&d);
+    // The guest's clock is not ours: its reading is placed at the middle of the command, ± half its length.
+    let tolerance = 2.0 + secs_between(g0, g1) / 2.0;
+    let (mut min_delay, mut max_delay) = (f64::MAX, f64::MIN);
+    let cmp = sync_scenario::compare_conns(&kernel, &ours.conns, tolerance, |k, o| {
+        let times = ours.times.get(&key(o)).ok_or("not in our table")?;
+        if !times.synced {
+            return Err("no SYNC flag on our side".into());
+        }
+        // Our conn restarted its timer when its last record arrived; the guest's when the last packet was sent
+        // (by the end of the plan): ours expires later by that sync delay.
+        let delay = secs_between(t1, times.touched);
+        min_delay = min_delay.min(delay);
+        max_delay = max_delay.max(delay);
+        Ok(at_secs(ours.at) + o.expires as f64 - (midpoint(g0, g1) + k.expires as f64) - delay)
+    });
+    let (c_agree, c_total, c_diffs) =
+        sync_scenario::compare_counters(&kernel_list, &ours.listing, &sync_scenario::UNBOUND_ON_BACKUP);
+    drop(guest);
+    let templates = kernel.iter().filter(|c| c.from.port() == 0).count();
+    for d in cmp.differences.iter().chain(&c_diffs) {
+        println!("{T}:   {d}");
+    }
+    println!(
+        "{T}: {}/{} conns agree ({} conns + {templates} templates of {} flows on NAT/DR/persistent/fwmark, IPv4/IPv6, \
+         TCP/UDP services: addresses, ports, real server, state, SYNC flag; expiry within {tolerance:.1} s of the \
+         guest's after the sync delay ({min_delay:.1}–{max_delay:.1} s), largest deviation {:.1} s); real servers' \
+         PersistConn/ActiveConn/InActConn {c_agree}/{c_total} agree (FWM 2's unbound on a backup); packets sent in {:.1} s ({:.1} s)",
+        cmp.agree,
+        cmp.total,
+        kernel.len() - templates,
+        flows.len(),
+        cmp.max_deviation,
+        secs_between(t0, t1),
+        start.elapsed().as_secs_f64()
+    );
+    if !cmp.differences.is_empty() || !c_diffs.is_empty() {
+        println!("{T}: guest listing:\n{kernel_list}\n{T}: ours:\n{}", ours.listing);
+    }
+    assert_eq!(kernel.len(), flows.len() + 10, "{T}: the guest made {} conns and templates", kernel.len());
+    assert!(cmp.differences.is_empty(), "{T}: {} differences", cmp.differences.len());
+    assert!(c_diffs.is_empty(), "{T}: real servers' counters differ");
+}
+
+/// Our master (v1, or v0 with `sync_version` 0 in the guest too) syncs its conns to the guest's backup, which
+/// must list each one as we do (v0: the IPv4 ones; v0 carries no IPv6) and count them on its real servers.
+fn sync_to_kernel_backup(version: Version) {
+    let v = if version == Version::V0 { "v0" } else { "v1" };
+    let test = format!("sync tun-director master → kernel backup ({v})");
+    let t = test.as_str();
+    let Some(art) = artifacts(t) else { return };
+    let start = Instant::now();
+    let d = sync_scenario::director(version).unwrap_or_else(|e| panic!("{t}: {e}"));
+    let (lab, mut guest) = sync_guest(t, art, &format!("sync-b{v}"));
+    sync_scenario::start_daemon(&d, &lab.ns, "master").unwrap_or_else(|e| panic!("{t}: {e}"));
+    let _daemon = Daemon(&d, "master");
+    sh(t, &mut guest, &sync_scenario::guest_setup_script());
+    sh(t, &mut guest, &sync_scenario::guest_daemon_script("backup", version));
+    let flows = sync_scenario::flows();
+    let t0 = d.now();
+    sync_scenario::feed_flows(&d, &flows);
+    let made = sync_scenario::ours(&d).conns;
+    // v0 cannot carry IPv6 conns (facts §12.3): only the IPv4 ones go.
+    let expected_keys: Vec<_> = made.iter().filter(|c| version == Version::V1 || c.from.is_ipv4()).map(key).collect();
+    let waited = Instant::now();
+    let synced_after = loop {
+        let (kernel, _) = sync_scenario::split_read(&sh(t, &mut guest, sync_scenario::READ_SCRIPT));
+        let have: std::collections::BTreeSet<_> = kernel.iter().map(key).collect();
+        if expected_keys.iter().all(|k| have.contains(k)) || waited.elapsed() > Duration::from_secs(20) {
+            break d.now();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let bound = secs_between(t0, synced_after);
+    let g0 = d.now();
+    let read = sh(
+        t,
+        &mut guest,
+        &format!("{}echo ===\ngrep -cw SYNC /proc/net/ip_vs_conn_sync || true\n", sync_scenario::READ_SCRIPT),
+    );
+    let g1 = d.now();
+    let (read, origin) = read.rsplit_once("===\n").unwrap_or((&read, ""));
+    let (kernel, kernel_list) = sync_scenario::split_read(read);
+    let n_sync_origin: usize = origin.trim().parse().unwrap_or(0);
+    let ours = sync_scenario::ours(&d);
+    let expected: Vec<_> = ours.conns.iter().filter(|c| version == Version::V1 || c.from.is_ipv4()).cloned().collect();
+    let tolerance = 1.0 + secs_between(g0, g1) / 2.0;
+    let cmp = sync_scenario::compare_conns(&expected, &kernel, tolerance, |o, k| {
+        let times = ours.times.get(&key(o)).ok_or("not in our table")?;
+        // v0 has no timeout: the backup uses its own per-state timeouts, and 180 s for templates (facts §12.6).
+        let timeout = if version == Version::V0 && times.template { 180.0 } else { times.timeout_ms as f64 / 1000.0 };
+        // The guest's conn restarted its timer when our record arrived: after our last packet, within the
+        // measured sync delay.
+        let late = midpoint(g0, g1) + k.expires as f64 - (at_secs(times.touched) + timeout);
+        Ok(if late < 0.0 { late } else { (late - bound).max(0.0) })
+    });
+    // v0 carries no fwmark (facts §12.3): the guest finds no service for those conns and keeps them unbound
+    // (listed, not counted); IPv6 services get nothing.
+    let unbound: &[&str] =
+        if version == Version::V0 { &["FWM", "TCP [", "UDP ["] } else { &sync_scenario::UNBOUND_ON_BACKUP };
+    let (c_agree, c_total, c_diffs) = sync_scenario::compare_counters(&ours.listing, &kernel_list, unbound);
+    drop(guest);
+    let templates = expected.iter().filter(|c| c.from.port() == 0).count();
+    for d in cmp.differences.iter().chain(&c_diffs) {
+        println!("{t}:   {d}");
+    }
+    println!(
+        "{t}: {}/{} conns agree ({} conns + {templates} templates of {} flows{}: addresses, ports, real server, state; \
+         {n_sync_origin} with Origin SYNC in the guest; expiry within the sync delay (≤ {bound:.1} s) ± {tolerance:.1} s, \
+         largest deviation {:.1} s); real servers' PersistConn/ActiveConn/InActConn {c_agree}/{c_total} agree{} ({:.1} s)",
+        cmp.agree,
+        cmp.total,
+        expected.len() - templates,
+        flows.len(),
+        if version == Version::V0 { ", the IPv4 ones" } else { "" },
+        cmp.max_deviation,
+        if version == Version::V0 { " (fwmark and IPv6 ones: none on the backup)" } else { " (FWM 2's: none on a backup)" },
+        start.elapsed().as_secs_f64()
+    );
+    if !cmp.differences.is_empty() || !c_diffs.is_empty() {
+        println!("{t}: guest listing:\n{kernel_list}\n{t}: ours:\n{}", ours.listing);
+    }
+    assert!(cmp.differences.is_empty(), "{t}: {} differences", cmp.differences.len());
+    assert!(c_diffs.is_empty(), "{t}: real servers' counters differ");
+    assert_eq!(n_sync_origin, kernel.len(), "{t}: guest conns not of SYNC origin");
+}
+
+#[test]
+fn sync_tun_director_master_to_kernel_backup_v1() {
+    sync_to_kernel_backup(Version::V1);
+}
+
+#[test]
+fn sync_tun_director_master_to_kernel_backup_v0() {
+    sync_to_kernel_backup(Version::V0);
+}

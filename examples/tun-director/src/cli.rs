@@ -3,7 +3,7 @@
 //! ```text
 //! tun-director run --tun NAME [--rules FILE] [--control PATH] [--metrics ADDR]
 //!                  [--sync-master IFACE] [--sync-backup IFACE] [--syncid N] [--sync-group A] [--sync-port P]
-//!                  [--sync-ttl T] [--sync-maxlen L]
+//!                  [--sync-ttl T] [--sync-maxlen L] [--sync-version 0|1]
 //!                  [--health tcp|http|http:/PATH] [--health-interval D] [--health-timeout D]
 //!                  [--health-retries N] [--health-port P]
 //!                  [--slow-start D] [--mtu M] [--queues N] [--tun-fwmark MARK] [--local-v4 A] [--local-v6 A]
@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// Largest sync message (default from the interface MTU).
     #[arg(long, value_name = "BYTES")]
     pub sync_maxlen: Option<u16>,
+    /// Wire version the sync master sends (the kernel's `sync_version` sysctl): 1, or 0 for old backups
+    /// (IPv4 only, no timeouts). A backup reads both.
+    #[arg(long, value_name = "0|1", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub sync_version: u8,
     /// Health check of every real server: `tcp` (connect), `http` or `http:/PATH` (GET, 2xx/3xx pass).
     #[arg(long, value_name = "KIND")]
     pub health: Option<CheckKind>,

@@ -24,13 +24,14 @@ use ipvs_core::config::ServiceEntry;
 use ipvs_core::ipvsadm::{parse_rules, RuleError};
 use ipvs_core::proto::{AddressFamily, Duration, FwdMethod, Instant, ServiceKey};
 use ipvs_core::slow_start::SlowStart;
+use ipvs_core::sync::Version;
 use ipvs_core::{
     Command, ConfigError, DestConfig, Direction, Engine, EngineConfig, EngineError, PacketBuf, RuleSet,
     SyncDaemonConfig, SyncState, Verdict,
 };
 
 use crate::clock::Clock;
-use crate::sync::{MasterFeed, SyncCounters};
+use crate::sync::SyncCounters;
 
 /// The kernel's default connection hash size (`IP_VS_TAB_BITS` = 12), shown by `ipvsadm -L` as `size=4096`.
 pub const DEFAULT_CONN_TAB_SIZE: u32 = 4096;
@@ -54,10 +55,13 @@ pub struct DirectorOptions {
     pub tun_fwmark: u32,
     /// `size=` in the `-L` version line.
     pub conn_tab_size: u32,
+    /// The sync master's wire version (the kernel's `net.ipv4.vs.sync_version` sysctl; v1 by default, v0
+    /// for old backups). A backup reads both.
+    pub sync_version: Version,
 }
 
 impl DirectorOptions {
-    /// Defaults: 262 144 connections, MTU 1500, no director address, slow start 10 s, no mark.
+    /// Defaults: 262 144 connections, MTU 1500, no director address, slow start 10 s, no mark, sync v1.
     pub fn new(hash_key: [u8; 16]) -> Self {
         Self {
             conn_capacity: 1 << 18,
@@ -68,6 +72,7 @@ impl DirectorOptions {
             slow_start: Duration::from_secs(10),
             tun_fwmark: 0,
             conn_tab_size: DEFAULT_CONN_TAB_SIZE,
+            sync_version: Version::V1,
         }
     }
 }
@@ -230,7 +235,6 @@ pub struct Director {
     control: Mutex<ControlState>,
     classifier: RwLock<Arc<Classifier>>,
     counters: PathCounters,
-    feed: Arc<MasterFeed>,
     sync_counters: Arc<SyncCounters>,
     runner: OnceLock<Box<dyn DaemonRunner>>,
 }
@@ -253,9 +257,7 @@ impl Director {
         config.slow_start = SlowStart::new(opts.slow_start);
         config.start = clock.now();
         let sync_counters = Arc::new(SyncCounters::default());
-        let feed = Arc::new(MasterFeed::new(Arc::clone(&sync_counters)));
-        let engine = Arc::new(Engine::new(config)?.with_sync_feed(Arc::clone(&feed) as _));
-        feed.attach(&engine);
+        let engine = Arc::new(Engine::new(config)?);
         Ok(Arc::new(Self {
             engine,
             clock,
@@ -263,7 +265,6 @@ impl Director {
             control: Mutex::new(ControlState::default()),
             classifier: RwLock::new(Arc::new(Classifier::default())),
             counters: PathCounters::default(),
-            feed,
             sync_counters,
             runner: OnceLock::new(),
         }))
@@ -278,11 +279,6 @@ impl Director {
     /// The engine.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
-    }
-
-    /// The sync master's feed (the engine calls it; the master's sending thread drains it).
-    pub fn feed(&self) -> &Arc<MasterFeed> {
-        &self.feed
     }
 
     /// Sync counters (for metrics).

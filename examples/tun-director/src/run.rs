@@ -14,6 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipvs_core::sync::Version;
 use ipvs_core::{Event, PacketBuf};
 use tun_rs::{DeviceBuilder, SyncDevice};
 
@@ -213,6 +214,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     opts.slow_start =
         ipvs_core::proto::Duration::from_millis(u64::try_from(args.slow_start.as_millis()).unwrap_or(u64::MAX));
     opts.tun_fwmark = args.tun_fwmark;
+    opts.sync_version = if args.sync_version == 0 { Version::V0 } else { Version::V1 };
     let director = Director::new(opts).map_err(RunError::Engine)?;
     director.set_daemon_runner(Box::new(SyncRunner::new(&director)));
     let rules_path = args.rules.clone().unwrap_or_default();

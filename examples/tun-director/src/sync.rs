@@ -1,37 +1,45 @@
 //! Connection synchronisation with the kernel's protocol (224.0.0.81:8848 by default), so a tun-director
 //! pairs with another one or with a Linux kernel.
 //!
-//! - **Master**: [`MasterFeed`] is the engine's [`SyncFeed`]: after each client packet of a conn it runs
-//!   `ipvs-sync`'s [`Master::conn_update`] (and, when asked, the conn's persistence template's), keeping the
-//!   kernel's per-conn bookkeeping (`old_state`, `sync_endtime`) in the conn itself; a thread drains
-//!   [`Master::poll_transmit`] into a UDP socket bound to the interface.
-//! - **Backup**: a thread per sync port receives datagrams, [`Backup::handle_datagram`] validates them with
-//!   the kernel receiver's rules, and [`apply_backup_record`] creates or updates the conns in the engine's
-//!   table, bound to this director's own real server.
+//! The protocol is the engine's ([`ipvs_core::sync_glue`]): this module only owns the sockets and threads.
+//!
+//! - **Master**: [`Engine::start_sync_master`](ipvs_core::Engine::start_sync_master) makes the packet path
+//!   feed an `ipvs-sync` [`Master`] (conns, their persistence templates up the controller chain, one-packet
+//!   conns' templates, reply-driven state changes); a thread drains
+//!   [`Engine::poll_sync_transmit`](ipvs_core::Engine::poll_sync_transmit) into a UDP socket bound to the
+//!   interface. The wire version is [`DirectorOptions::sync_version`](crate::DirectorOptions::sync_version)
+//!   (the kernel's `sync_version` sysctl).
+//! - **Backup**: a thread receives datagrams on the group and hands them to
+//!   [`Engine::handle_sync_datagram`](ipvs_core::Engine::handle_sync_datagram), which checks them with the
+//!   kernel receiver's rules and applies the records (facts §12.6): conns and templates created or updated,
+//!   bound to this director's own real server and counted in its active / inactive / persistent conns.
 //!
 //! Not done: the bulk resync of `ipvs-sync` (a backup that starts late learns conns as their next updates
 //! come, as with the kernel), and `--sync-maxlen` beyond what `ipvsadm --start-daemon` takes.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use ipvs_core::conn::{ConnId, ConnView, InKey, NewConn, TemplateKey};
-use ipvs_core::proto::{AddressFamily, ConnFlags, DestId, Instant, ServiceKey};
-use ipvs_core::sync::backup::{Lookup, OtherDest};
-use ipvs_core::sync::{
-    Backup, BackupConfig, BackupRecord, ConnSyncInfo, Master, MasterConfig, SyncConn, SyncOutcome,
-    SyncState as WireSyncState,
-};
-use ipvs_core::{DestConfig, Engine, SyncDaemonConfig, SyncFeed, SyncState};
+use ipvs_core::proto::AddressFamily;
+use ipvs_core::sync::{Backup, Master, MasterConfig};
+use ipvs_core::{SyncDaemonConfig, SyncInput, SyncMasterOptions, SyncState};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol as SockProtocol, SockAddr, Socket, Type};
 
 use crate::director::{DaemonRunner, Director};
+
+/// How long the master's thread waits before sending while a message is being filled: the kernel's
+/// `IPVS_SYNC_SEND_DELAY` (its master thread sends a queued message at most this long after queueing it).
+const SEND_DELAY: Duration = Duration::from_millis(20);
+
+/// How often an idle master's thread looks for a message (a message that filled up at once, with no record
+/// after it, waits at most this long).
+const IDLE_CHECK: Duration = Duration::from_millis(100);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -50,284 +58,17 @@ pub struct SyncCounters {
     pub backup_datagrams: AtomicU64,
     /// Datagrams refused (wrong sync id, malformed, too long).
     pub backup_refused: AtomicU64,
-    /// Records that created a conn.
+    /// Records that created a conn or template.
     pub backup_created: AtomicU64,
-    /// Records that updated a conn.
+    /// Records that updated one.
     pub backup_updated: AtomicU64,
-    /// Records ignored (a late notice about a replaced conn) or that could not be inserted.
+    /// Records ignored (a late notice about a replaced conn, a record the checks skipped) or that could not
+    /// be applied (table full).
     pub backup_ignored: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Master
-// ---------------------------------------------------------------------------------------------------------
-
-/// The engine's sync hook: feeds conn updates to the running master, if any.
-pub struct MasterFeed {
-    active: AtomicBool,
-    master: Mutex<Option<Master>>,
-    wake: Condvar,
-    engine: OnceLock<Weak<Engine>>,
-    counters: Arc<SyncCounters>,
-}
-
-impl fmt::Debug for MasterFeed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MasterFeed").field("active", &self.active.load(Ordering::Relaxed)).finish_non_exhaustive()
-    }
-}
-
-impl MasterFeed {
-    /// A feed with no master running.
-    pub fn new(counters: Arc<SyncCounters>) -> Self {
-        Self {
-            active: AtomicBool::new(false),
-            master: Mutex::new(None),
-            wake: Condvar::new(),
-            engine: OnceLock::new(),
-            counters,
-        }
-    }
-
-    /// Gives the feed the engine it reads conns from (once, after the engine is built).
-    pub fn attach(&self, engine: &Arc<Engine>) {
-        let _ = self.engine.set(Arc::downgrade(engine));
-    }
-
-    /// Starts feeding `master`.
-    pub fn install(&self, master: Master) {
-        *lock(&self.master) = Some(master);
-        self.active.store(true, Ordering::Release);
-    }
-
-    /// Stops feeding (the master and its queued messages are dropped, as the kernel drops them).
-    pub fn remove(&self) {
-        self.active.store(false, Ordering::Release);
-        *lock(&self.master) = None;
-        self.wake.notify_all();
-    }
-
-    /// Sends every message due at `now` with `send`, then waits until the next one may be due (at most
-    /// `max_wait`, or until a conn update queues one). Returns `false` once no master is installed.
-    pub fn pump(
-        &self,
-        now: Instant,
-        until: impl Fn(Instant) -> std::time::Duration,
-        max_wait: std::time::Duration,
-        buf: &mut Vec<u8>,
-        mut send: impl FnMut(u8, &[u8]) -> io::Result<()>,
-    ) -> bool {
-        let mut guard = lock(&self.master);
-        let Some(master) = guard.as_mut() else { return false };
-        while let Some(t) = master.poll_transmit(now, buf) {
-            let bytes = buf.get(..t.len).unwrap_or(buf);
-            match send(t.port_index, bytes) {
-                Ok(()) => {
-                    bump(&self.counters.master_messages, 1);
-                    bump(&self.counters.master_records, t.n_records as u64);
-                }
-                Err(e) => {
-                    bump(&self.counters.master_send_errors, 1);
-                    tracing::warn!(error = %e, "sync master: send failed");
-                }
-            }
-        }
-        let wait = master.poll_timeout().map_or(max_wait, |t| until(t).min(max_wait));
-        let _unused = self.wake.wait_timeout(guard, wait).unwrap_or_else(PoisonError::into_inner);
-        true
-    }
-}
-
-/// The wire record of a conn as it is now.
-pub fn record_from_view(v: &ConnView) -> SyncConn {
-    SyncConn {
-        protocol: v.protocol,
-        caddr: v.caddr,
-        cport: v.cport,
-        vaddr: v.vaddr,
-        vport: v.vport,
-        daddr: v.daddr,
-        dport: v.dport,
-        flags: v.flags.bits() & !ConnFlags::HASHED.bits(),
-        state: u16::from(v.state),
-        timeout: u32::try_from(v.timeout.secs()).ok(),
-        fwmark: Some(v.fwmark),
-        in_seq: None,
-        out_seq: None,
-        pe_name: None,
-        pe_data: None,
-    }
-}
-
-/// One `conn_update` of `id`, with its sync bookkeeping read from and written back to the conn.
-fn sync_one(
-    master: &mut Master,
-    engine: &Engine,
-    now: Instant,
-    id: ConnId,
-    view: &ConnView,
-    pkts: u32,
-    controlled_by_template: bool,
-) -> Option<SyncOutcome> {
-    let table = engine.conn_table();
-    let mut state = table.with_conn(id, |c| WireSyncState {
-        old_state: u16::from(c.old_state()),
-        sync_endtime: c.sync_endtime().total_millis(),
-    })?;
-    let record = record_from_view(view);
-    let info = ConnSyncInfo { record: &record, timeout: view.timeout, pkts, controlled_by_template };
-    let outcome = master.conn_update(now, &info, &mut state);
-    table.with_conn(id, |c| {
-        c.set_old_state(u8::try_from(state.old_state).unwrap_or(u8::MAX));
-        c.set_sync_endtime(Instant::from_millis(state.sync_endtime));
-    });
-    Some(outcome)
-}
-
-impl SyncFeed for MasterFeed {
-    fn conn_update(&self, now: Instant, id: ConnId, conn: &ConnView, pkts: u32) {
-        if !self.active.load(Ordering::Acquire) {
-            return;
-        }
-        let Some(engine) = self.engine.get().and_then(Weak::upgrade) else { return };
-        let table = engine.conn_table();
-        let Some(control) = table.with_conn(id, |c| c.control()) else { return };
-        let controller = control.and_then(|cid| table.get(cid).map(|v| (cid, v)));
-        let by_template = controller.as_ref().is_some_and(|(_, v)| v.is_template());
-        let mut guard = lock(&self.master);
-        let Some(master) = guard.as_mut() else { return };
-        let outcome = sync_one(master, &engine, now, id, conn, pkts, by_template);
-        if let (Some(o), Some((cid, cview))) = (outcome, controller) {
-            if o.sync_controller {
-                let mut in_pkts = cview.in_pkts;
-                let pkts = master.controller_pkts(cview.is_template(), &mut in_pkts);
-                if cview.is_template() {
-                    table.with_conn(cid, |c| c.set_in_pkts(in_pkts));
-                }
-                let cview = ConnView { in_pkts, ..cview };
-                let _ = sync_one(master, &engine, now, cid, &cview, pkts, false);
-            }
-        }
-        if master.queued_messages() > 0 {
-            self.wake.notify_one();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Backup
-// ---------------------------------------------------------------------------------------------------------
-
-/// What applying one backup record did.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-pub enum BackupApply {
-    /// A new conn (or template) was inserted.
-    Created,
-    /// An existing one was updated.
-    Updated,
-    /// The record was a late notice about a conn already replaced.
-    Ignored,
-    /// The table refused the insert (full).
-    Failed,
-}
-
-/// The real server a record's conn goes to: its service by fwmark (v1 records carry it) or by protocol,
-/// virtual address and port; the server by address and the record's ports, in order.
-fn find_dest(engine: &Engine, rec: &BackupRecord) -> Option<(DestId, DestConfig)> {
-    let c = &rec.conn;
-    let family = AddressFamily::of(&c.vaddr);
-    let mut keys = Vec::with_capacity(2);
-    if let Some(mark) = c.fwmark.filter(|m| *m != 0) {
-        keys.push(ServiceKey::Fwmark { mark, family });
-    }
-    if c.protocol.has_ports() {
-        keys.push(ServiceKey::Addr { protocol: c.protocol, addr: SocketAddr::new(c.vaddr, c.vport) });
-    }
-    for key in &keys {
-        for port in rec.dest_ports {
-            if let Some(id) = engine.dest_id(key, SocketAddr::new(c.daddr, port)) {
-                if let Some(info) = engine.dest(id) {
-                    return Some((id, info.config));
-                }
-            }
-        }
-    }
-    None
-}
-
-/// Applies one record a backup accepted to the engine's table (facts §12.6): update the conn it names, or
-/// create it bound to this director's real server with this director's forwarding method.
-///
-/// Local stand-in for an engine method (`Engine::apply_sync_record`): the real server's active/inactive
-/// counters are not updated for synced conns (the engine keeps them private).
-pub fn apply_backup_record(engine: &Engine, now: Instant, rec: &BackupRecord) -> BackupApply {
-    let c = &rec.conn;
-    let table = engine.conn_table();
-    let sync_state = rec.sync_state(now);
-    let existing = match rec.lookup() {
-        Lookup::Conn => table.lookup_in(&InKey::new(c.protocol, c.caddr, c.cport, c.vaddr, c.vport)),
-        Lookup::Template => {
-            table.lookup_template(&TemplateKey { protocol: c.protocol, caddr: c.caddr, vaddr: c.vaddr, vport: c.vport })
-        }
-    };
-    if let Some((id, view)) = existing {
-        let other_dest = !rec.is_template() && (view.daddr != c.daddr || view.dport != c.dport);
-        if !other_dest {
-            table.update(now, id, |m| {
-                m.set_flags(ConnFlags(rec.updated_flags(m.flags().bits())));
-                m.set_state(u8::try_from(rec.state()).unwrap_or(u8::MAX));
-                m.set_timeout(rec.timeout);
-                m.set_old_state(u8::try_from(sync_state.old_state).unwrap_or(u8::MAX));
-                m.set_sync_endtime(Instant::from_millis(sync_state.sync_endtime));
-            });
-            return BackupApply::Updated;
-        }
-        match rec.on_other_dest() {
-            OtherDest::IgnoreRecord => return BackupApply::Ignored,
-            OtherDest::ReplaceConn => {
-                let _ = table.expire(id);
-            }
-        }
-    }
-    let dest = find_dest(engine, rec);
-    let mut flags = ConnFlags(rec.flags);
-    if let Some((_, config)) = &dest {
-        flags = flags.with_fwd_method(config.fwd);
-        flags.set(ConnFlags::NOOUTPUT, !config.fwd.sees_replies());
-    }
-    let new = NewConn {
-        protocol: c.protocol,
-        caddr: c.caddr,
-        cport: c.cport,
-        vaddr: c.vaddr,
-        vport: c.vport,
-        daddr: c.daddr,
-        dport: c.dport,
-        flags,
-        state: u8::try_from(c.state).unwrap_or(u8::MAX),
-        dest: dest.map(|(id, _)| id),
-        fwmark: c.fwmark.unwrap_or(0),
-        timeout: rec.timeout,
-        control: None,
-    };
-    match table.insert(now, new) {
-        Ok(id) => {
-            table.with_conn(id, |m| {
-                m.set_in_pkts(rec.in_pkts);
-                m.set_old_state(u8::try_from(sync_state.old_state).unwrap_or(u8::MAX));
-                m.set_sync_endtime(Instant::from_millis(sync_state.sync_endtime));
-            });
-            BackupApply::Created
-        }
-        Err(e) => {
-            tracing::debug!(error = ?e, "sync backup: insert refused");
-            BackupApply::Failed
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -429,52 +170,66 @@ impl SyncRunner {
     fn start_master(&self, director: Arc<Director>, config: &SyncDaemonConfig) -> io::Result<DaemonHandle> {
         let socket = master_socket(config)?;
         let mtu = if_mtu(&config.mcast_ifn);
-        let mut mc = MasterConfig { syncid: config.syncid, ..MasterConfig::default() };
-        mc.group = AddressFamily::of(&config.group());
-        mc.maxlen = usize::from(config.maxlen(mtu));
+        let mc = MasterConfig {
+            syncid: config.syncid,
+            version: director.options().sync_version,
+            group: AddressFamily::of(&config.group()),
+            maxlen: usize::from(config.maxlen(mtu)),
+            ..MasterConfig::default()
+        };
         let master = Master::new(mc).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        director.feed().install(master);
+        director.engine().start_sync_master(master, SyncMasterOptions::default());
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let (group, port) = (config.group(), config.port());
-        let thread = std::thread::Builder::new().name("sync-master".into()).spawn(move || {
-            let mut buf = Vec::new();
+        let spawned = std::thread::Builder::new().name("sync-master".into()).spawn(move || {
+            let engine = Arc::clone(director.engine());
+            let counters = Arc::clone(director.sync_counters());
             let clock = *director.clock();
+            let mut buf = Vec::new();
             while !flag.load(Ordering::Acquire) {
-                let sent = director.feed().pump(
-                    clock.now(),
-                    |t| clock.until(t),
-                    std::time::Duration::from_millis(500),
-                    &mut buf,
-                    |index, bytes| {
-                        let dst = SocketAddr::new(group, port.wrapping_add(u16::from(index)));
-                        socket.send_to(bytes, &SockAddr::from(dst)).map(|_| ())
-                    },
-                );
-                if !sent {
-                    break;
+                while let Some(t) = engine.poll_sync_transmit(clock.now(), &mut buf) {
+                    let dst = SocketAddr::new(group, port.wrapping_add(u16::from(t.port_index)));
+                    let bytes = buf.get(..t.len).unwrap_or(&buf);
+                    match socket.send_to(bytes, &SockAddr::from(dst)) {
+                        Ok(_) => {
+                            bump(&counters.master_messages, 1);
+                            bump(&counters.master_records, t.n_records as u64);
+                        }
+                        Err(e) => {
+                            bump(&counters.master_send_errors, 1);
+                            tracing::warn!(error = %e, "sync master: send failed");
+                        }
+                    }
                 }
+                while let Some(event) = engine.poll_sync_event() {
+                    tracing::info!(event = ?event, "sync daemon");
+                }
+                // A message being filled leaves when full or 2 s old: look again after the kernel's send delay.
+                let wait = if engine.poll_sync_timeout().is_some() { SEND_DELAY } else { IDLE_CHECK };
+                std::thread::sleep(wait);
             }
-        })?;
-        Ok(DaemonHandle { stop, threads: vec![thread] })
+        });
+        match spawned {
+            Ok(thread) => Ok(DaemonHandle { stop, threads: vec![thread] }),
+            Err(e) => {
+                let _ = self.director.upgrade().map(|d| d.engine().stop_sync_master());
+                Err(e)
+            }
+        }
     }
 
     fn start_backup(&self, director: Arc<Director>, config: &SyncDaemonConfig) -> io::Result<DaemonHandle> {
         let socket = backup_socket(config, config.port())?;
         let mtu = if_mtu(&config.mcast_ifn);
-        let timeouts = director.engine().timeouts();
-        let bc = BackupConfig {
-            syncid: config.syncid,
-            maxlen: usize::from(config.maxlen(mtu)),
-            tcp_timeouts: timeouts.tcp,
-            udp_timeouts: timeouts.udp,
-            sctp_timeouts: timeouts.sctp,
-            ..BackupConfig::default()
-        };
-        let mut backup = Backup::new(bc).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let mut bc = director.engine().sync_backup_config();
+        bc.syncid = config.syncid;
+        bc.maxlen = usize::from(config.maxlen(mtu));
+        let backup = Backup::new(bc).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        director.engine().start_sync_backup(backup);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new().name("sync-backup".into()).spawn(move || {
+        let spawned = std::thread::Builder::new().name("sync-backup".into()).spawn(move || {
             let udp: std::net::UdpSocket = socket.into();
             let mut buf = vec![0u8; 65_536];
             let counters = Arc::clone(director.sync_counters());
@@ -489,26 +244,28 @@ impl SyncRunner {
                     }
                 };
                 bump(&counters.backup_datagrams, 1);
-                let now = director.now();
-                match backup.handle_datagram(now, &buf[..n]) {
-                    Ok(batch) => {
-                        for rec in &batch.records {
-                            match apply_backup_record(director.engine(), now, rec) {
-                                BackupApply::Created => bump(&counters.backup_created, 1),
-                                BackupApply::Updated => bump(&counters.backup_updated, 1),
-                                BackupApply::Ignored | BackupApply::Failed => bump(&counters.backup_ignored, 1),
-                            }
-                        }
-                        tracing::debug!(records = batch.records.len(), skipped = batch.skipped, "sync backup: message");
+                match director.engine().handle_sync_datagram(director.now(), &buf[..n]) {
+                    SyncInput::Applied(a) => {
+                        bump(&counters.backup_created, a.created);
+                        bump(&counters.backup_updated, a.updated);
+                        bump(&counters.backup_ignored, a.ignored + a.failed + a.skipped);
+                        tracing::debug!(applied = ?a, "sync backup: message");
                     }
-                    Err(e) => {
+                    SyncInput::Refused(e) => {
                         bump(&counters.backup_refused, 1);
                         tracing::debug!(error = ?e, "sync backup: datagram refused");
                     }
+                    other => tracing::debug!(input = ?other, "sync backup: datagram"),
                 }
             }
-        })?;
-        Ok(DaemonHandle { stop, threads: vec![thread] })
+        });
+        match spawned {
+            Ok(thread) => Ok(DaemonHandle { stop, threads: vec![thread] }),
+            Err(e) => {
+                let _ = self.director.upgrade().map(|d| d.engine().stop_sync_backup());
+                Err(e)
+            }
+        }
     }
 }
 
@@ -534,13 +291,15 @@ impl DaemonRunner for SyncRunner {
     fn stop(&self, state: SyncState) {
         let Some(handle) = lock(&self.running).remove(&state) else { return };
         handle.stop.store(true, Ordering::Release);
-        if state == SyncState::Master {
-            if let Some(d) = self.director.upgrade() {
-                d.feed().remove();
-            }
-        }
         for t in handle.threads {
             let _ = t.join();
+        }
+        if let Some(d) = self.director.upgrade() {
+            // As the kernel: a stopped master's queued messages are dropped; a backup's conns stay.
+            match state {
+                SyncState::Master => drop(d.engine().stop_sync_master()),
+                SyncState::Backup => drop(d.engine().stop_sync_backup()),
+            }
         }
         tracing::info!(state = state.name(), "sync daemon stopped");
     }
@@ -552,51 +311,55 @@ mod tests {
     use crate::director::DirectorOptions;
     use ipvs_core::proto::Protocol;
 
-    /// A master feeding through one director and a backup applying into another give the same conn.
+    const RULES: &str = "-A -t 10.0.0.100:80 -s rr -p 300\n-a -t 10.0.0.100:80 -r 10.0.1.1:80 -m\n";
+
+    /// A master feeding through one director's engine and a backup applying into another's give the same
+    /// conn and template, counted on the backup's real server.
     #[test]
     fn master_to_backup_in_process() {
-        let rules = "-A -t 10.0.0.100:80 -s rr\n-a -t 10.0.0.100:80 -r 10.0.1.1:80 -m\n";
         let a = Director::new(DirectorOptions::new([1; 16])).unwrap();
         let b = Director::new(DirectorOptions::new([2; 16])).unwrap();
-        a.apply_rules(rules).unwrap();
-        b.apply_rules(rules).unwrap();
-        a.feed().install(Master::new(MasterConfig::default()).unwrap());
-        // SYN, ACK, data: the third client packet syncs an ESTABLISHED conn.
+        a.apply_rules(RULES).unwrap();
+        b.apply_rules(RULES).unwrap();
+        a.engine().start_sync_master(Master::new(MasterConfig::default()).unwrap(), SyncMasterOptions::default());
+        b.engine().start_sync_backup(Backup::new(b.engine().sync_backup_config()).unwrap());
+        // SYN, ACK, data: the third client packet syncs an ESTABLISHED conn (and its template).
         let client = [192, 0, 2, 7];
         for flags in [0x02u8, 0x10, 0x18] {
-            let mut pkt = tcp_packet(client, [10, 0, 0, 100], 40000, 80, flags);
+            let pkt = tcp_packet(client, [10, 0, 0, 100], 40000, 80, flags);
             let mut data = vec![0u8; 64];
             data.extend_from_slice(&pkt);
             let mut buf = ipvs_core::PacketBuf::new(&mut data, 64, pkt.len()).unwrap();
             assert_eq!(a.process(&mut buf), crate::Action::Write);
-            pkt.clear();
         }
-        let mut msgs = Vec::new();
-        let mut buf = Vec::new();
         // Flush after the 2 s batching delay.
         let later = a.now() + ipvs_core::proto::Duration::from_secs(3);
-        a.feed().pump(
-            later,
-            |_| std::time::Duration::ZERO,
-            std::time::Duration::ZERO,
-            &mut buf,
-            |_, m| {
-                msgs.push(m.to_vec());
-                Ok(())
-            },
-        );
+        let mut buf = Vec::new();
+        let mut msgs = Vec::new();
+        while let Some(t) = a.engine().poll_sync_transmit(later, &mut buf) {
+            msgs.push(buf[..t.len].to_vec());
+        }
         assert_eq!(msgs.len(), 1);
-        let mut backup = Backup::new(BackupConfig::default()).unwrap();
-        let batch = backup.handle_datagram(b.now(), &msgs[0]).unwrap();
-        assert_eq!(batch.records.len(), 1);
-        assert_eq!(apply_backup_record(b.engine(), b.now(), &batch.records[0]), BackupApply::Created);
+        let SyncInput::Applied(applied) = b.engine().handle_sync_datagram(b.now(), &msgs[0]) else {
+            panic!("not applied")
+        };
+        assert_eq!(applied.created, 2, "{applied:?}");
         let conns = b.engine().conns(b.now());
-        assert_eq!(conns.len(), 1);
-        assert_eq!(conns[0].state, "ESTABLISHED");
-        assert_eq!(conns[0].protocol, Protocol::Tcp);
-        assert_eq!(conns[0].real, "10.0.1.1:80".parse().unwrap());
-        assert_eq!(apply_backup_record(b.engine(), b.now(), &batch.records[0]), BackupApply::Updated);
-        assert_eq!(b.engine().conns(b.now()).len(), 1);
+        assert_eq!(conns.len(), 2);
+        let conn = conns.iter().find(|c| !c.is_template()).unwrap();
+        assert_eq!(conn.state, "ESTABLISHED");
+        assert_eq!(conn.protocol, Protocol::Tcp);
+        assert_eq!(conn.real, "10.0.1.1:80".parse().unwrap());
+        // The backup's listing counts the synced conn as active and the template as persistent.
+        let snap = crate::listing::snapshot(&b);
+        let dest = &snap.services[0].dests[0];
+        assert_eq!((dest.active_conns, dest.inactive_conns, dest.persist_conns), (1, 0, 1));
+        let SyncInput::Applied(again) = b.engine().handle_sync_datagram(b.now(), &msgs[0]) else {
+            panic!("not applied")
+        };
+        // v1 sends the template after each of the conn's packets: 3 template records and the conn.
+        assert_eq!((again.created, again.updated), (0, 4));
+        assert_eq!(b.engine().conns(b.now()).len(), 2);
     }
 
     /// An IPv4/TCP packet with a valid header checksum (TCP checksum left 0: the engine updates it
