@@ -14,8 +14,8 @@
 //!   `nat::rewrite_destination`, on the same packets and copies. `one flow` repeats one packet (its conn stays
 //!   in cache), as Katran's `perf_testing` does.
 //! * `engine_new_conns` — a TCP SYN from a fresh client (never seen before) through `handle_packet`: service
-//!   lookup, scheduling (wlc or rr over 10 NAT real servers), conn insert, state transition, counters, NAT
-//!   rewrite. The table stays at about 10^6 conns: SYNs come in chunks of 16,384 per virtual second, SYN_RECV
+//!   lookup, scheduling (wlc or rr over 10 NAT real servers, and wlc over 1,000), conn insert, state
+//!   transition, counters, NAT rewrite. The table stays at about 10^6 conns: SYNs come in chunks of 16,384 per virtual second, SYN_RECV
 //!   conns time out after 60 s, and between chunks (outside the timed part) the clock advances one second and
 //!   `handle_timeout` expires the conns of 60 s ago. The table is filled to that level before measuring.
 //!
@@ -59,8 +59,10 @@ const HASH_KEY: [u8; 16] = *b"bench-engine-key";
 /// The virtual service.
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
 const VPORT: u16 = 80;
-/// Real servers 10.1.0.1..=10.1.0.10, port 8080, NAT.
-const N_DESTS: u8 = 10;
+/// Real servers 10.1.0.1..=10.1.0.10 (10.1.x.y for larger lists), port 8080, NAT.
+const N_DESTS: u16 = 10;
+/// The large real-server list of the new-conn bench (a pick must not cost O(real servers)).
+const MANY_DESTS: u16 = 1000;
 const RPORT: u16 = 8080;
 /// SYNs per virtual second in the new-conn benches.
 const CHUNK: usize = 16_384;
@@ -113,8 +115,8 @@ fn service_key() -> ServiceKey {
     ServiceKey::Addr { protocol: Protocol::Tcp, addr: SocketAddr::new(IpAddr::V4(VIP), VPORT) }
 }
 
-/// An engine with one TCP service (`scheduler`) and 10 NAT real servers of weight 1; events off.
-fn engine(scheduler: &str) -> Engine {
+/// An engine with one TCP service (`scheduler`) and `n_dests` NAT real servers of weight 1; events off.
+fn engine(scheduler: &str, n_dests: u16) -> Engine {
     let mut cfg = EngineConfig::new(CAPACITY, HASH_KEY);
     cfg.event_capacity = 0;
     let engine = Engine::new(cfg).expect("valid engine config");
@@ -122,8 +124,8 @@ fn engine(scheduler: &str) -> Engine {
     let mut svc = ServiceConfig::new(key);
     svc.scheduler = scheduler.to_owned();
     engine.add_service(Instant::ZERO, svc).expect("service added");
-    for d in 1..=N_DESTS {
-        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, d)), RPORT);
+    for d in 1..=n_dests {
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, (d >> 8) as u8, d as u8)), RPORT);
         engine.add_dest(Instant::ZERO, &key, DestConfig::new(addr, FwdMethod::Masq)).expect("dest added");
     }
     engine
@@ -229,7 +231,7 @@ fn floor_packet<S: BuildHasher>(map: &hashbrown::HashMap<FlowKey, Real, S>, pkt:
 
 fn bench_established(c: &mut Criterion) {
     let t_setup = StdInstant::now();
-    let engine = engine("wlc");
+    let engine = engine("wlc", N_DESTS);
     let t0 = Instant::from_secs(1);
     let payload = [0x55u8; PAYLOAD];
 
@@ -406,9 +408,9 @@ struct Churn {
 }
 
 impl Churn {
-    fn new(scheduler: &str) -> Self {
+    fn new(scheduler: &str, n_dests: u16) -> Self {
         let mut s = Self {
-            engine: engine(scheduler),
+            engine: engine(scheduler, n_dests),
             next: 0,
             second: 0,
             chunk: Vec::with_capacity(CHUNK * SYN_LEN),
@@ -482,13 +484,13 @@ fn bench_new_conns(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine_new_conns");
     g.sample_size(30);
     g.throughput(Throughput::Elements(1));
-    for scheduler in ["wlc", "rr"] {
-        let mut churn = Churn::new(scheduler);
+    for (scheduler, n_dests) in [("wlc", N_DESTS), ("rr", N_DESTS), ("wlc", MANY_DESTS)] {
+        let mut churn = Churn::new(scheduler, n_dests);
         eprintln!(
             "engine_new_conns/{scheduler}: table filled to {} conns (capacity {CAPACITY})",
             churn.engine.conn_table().len()
         );
-        g.bench_function(format!("SYN from a fresh client, {scheduler}, 10 NAT real servers"), |b| {
+        g.bench_function(format!("SYN from a fresh client, {scheduler}, {n_dests} NAT real servers"), |b| {
             b.iter_custom(|iters| churn.run(iters));
         });
         assert_eq!(churn.forwarded, churn.sent, "every SYN created a conn and was forwarded");
@@ -511,7 +513,8 @@ fn bench_new_conns(c: &mut Criterion) {
             .iter()
             .map(|d| d.active_conns + d.inactive_conns)
             .collect();
-        eprintln!("engine_new_conns/{scheduler}: conns per real server {per_dest:?}");
+        let (min, max) = (per_dest.iter().min().copied(), per_dest.iter().max().copied());
+        eprintln!("engine_new_conns/{scheduler}/{n_dests}: conns per real server min {min:?} max {max:?}");
     }
     g.finish();
 }

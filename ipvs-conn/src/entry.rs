@@ -444,7 +444,10 @@ pub struct ConnView {
     pub vaddr: IpAddr,
     /// Virtual port.
     pub vport: u16,
-    /// Destination (real server) address.
+    /// Destination (real server) address, of the entry's (client's) family. A conn tunnelled to a real server
+    /// of the other family (facts §9.4, mixed families) holds no address of that family: ipvs-core stores the
+    /// unspecified address here and reads the real one from the real server the conn is bound to (`dest`), so
+    /// the 64-byte IPv4 hot line does not grow for them.
     pub daddr: IpAddr,
     /// Destination port.
     pub dport: u16,
@@ -511,7 +514,8 @@ pub struct NewConn {
     pub vaddr: IpAddr,
     /// Virtual port.
     pub vport: u16,
-    /// Destination address (the original destination for bypass conns).
+    /// Destination address (the original destination for bypass conns), of the client's family (see
+    /// [`ConnView::daddr`] for real servers of the other family).
     pub daddr: IpAddr,
     /// Destination port.
     pub dport: u16,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use ipvs_conn::{ConnId, ConnTable, ConnTableConfig, ConnView, Expired, TEMPLATE_ASSURED};
 use ipvs_proto::state::{SctpState, SctpTimeouts, TcpState, TcpTimeouts, UdpTimeouts};
-use ipvs_proto::{ConnFlags, DestId, Duration, Instant, Protocol, ServiceKey};
+use ipvs_proto::{AddressFamily, ConnFlags, DestId, Duration, Instant, Protocol, ServiceKey};
 use ipvs_sched::SchedConfig;
 use parking_lot::RwLock;
 
@@ -122,9 +122,10 @@ pub struct EngineConfig {
     /// The path MTU toward real servers, unless a real server has its own ([`Engine::set_dest_mtu`]).
     pub mtu: u32,
     /// The director's IPv4 address: outer source of IPv4 tunnels and source of the ICMP errors it sends. When
-    /// unset, the address the packet was sent to (the VIP) is used.
+    /// unset, the address the packet was sent to (the VIP) is used — which an IPv6 service's tunnel to an IPv4
+    /// real server cannot use: such real servers need it ([`EngineError::NoTunnelSource`]).
     pub local_v4: Option<Ipv4Addr>,
-    /// The director's IPv6 address, as `local_v4`.
+    /// The director's IPv6 address, as `local_v4` (needed by an IPv4 service's tunnels to IPv6 real servers).
     pub local_v6: Option<Ipv6Addr>,
     /// Seed of the `drop_entry` defense's random choices.
     pub drop_seed: u64,
@@ -173,9 +174,10 @@ pub enum EngineError {
     ConnTable(ipvs_conn::ConfigError),
     /// An MTU below 68 (IPv4's minimum).
     Mtu(u32),
-    /// A real server of another family than its service: the kernel allows it for tunnels; this engine does
-    /// not (a connection keeps one address family).
-    MixedFamilyTunnel,
+    /// A tunnel real server of another family than its service needs the director's address of that family
+    /// as the tunnel's outer source ([`EngineConfig::local_v4`] / [`EngineConfig::local_v6`]): the fallback
+    /// of same-family tunnels, the virtual address, is of the wrong family.
+    NoTunnelSource(AddressFamily),
     /// A real server address that is not unicast (unspecified, multicast or broadcast; kernel `EINVAL`).
     DestAddress(IpAddr),
     /// A persistence engine (`--pe sip`) turned off in this engine
@@ -209,8 +211,16 @@ impl fmt::Display for EngineError {
             Self::Config(e) => e.fmt(f),
             Self::ConnTable(e) => write!(f, "connection table: {e}"),
             Self::Mtu(m) => write!(f, "mtu: {m} is below 68"),
-            Self::MixedFamilyTunnel => {
-                f.write_str("real server address: tunnels to another address family are not supported")
+            Self::NoTunnelSource(family) => {
+                let (name, field) = match family {
+                    AddressFamily::Inet => ("IPv4", "local_v4"),
+                    AddressFamily::Inet6 => ("IPv6", "local_v6"),
+                };
+                write!(
+                    f,
+                    "real server address: a tunnel to an {name} real server of a service of the other family needs \
+                     the director's {name} address (EngineConfig::{field})"
+                )
             }
             Self::DestAddress(a) => write!(f, "real server address: {a} is not a unicast address"),
             Self::PersistenceEngineUnavailable => {
@@ -234,7 +244,8 @@ impl std::error::Error for EngineError {}
 /// Only client packets of table conns come here: the engine's own sync master ([`Engine::start_sync_master`])
 /// also handles controllers (templates), one-packet conns and reply-driven state changes, and keeps the
 /// kernel's per-conn sync bookkeeping — use it rather than a feed to run the sync protocol. Keep it short: it
-/// runs on packet threads.
+/// runs on packet threads. A conn tunnelled to a real server of the other family has the unspecified address as
+/// its `daddr` (see [`ConnView::daddr`]; [`Engine::conns`] shows the real one).
 pub trait SyncFeed: fmt::Debug + Send + Sync {
     /// A conn (or template) was updated by a client packet; `pkts` is its `in_pkts` after the packet.
     fn conn_update(&self, now: Instant, id: ConnId, conn: &ConnView, pkts: u32);
@@ -274,13 +285,16 @@ impl ConnInfo {
         self.flags.contains(ConnFlags::TEMPLATE)
     }
 
-    pub(crate) fn from_view(id: ConnId, v: &ConnView, now: Instant) -> Self {
+    /// The row of conn `id` as of `now`; `ctl` gives the real server's address of a mixed-family tunnel conn,
+    /// which its entry does not hold ([`crate::forward::stored_daddr`]).
+    pub(crate) fn from_view(id: ConnId, v: &ConnView, now: Instant, ctl: &ControlState) -> Self {
+        let dest = v.dest.and_then(|d| ctl.dest(d));
         Self {
             id,
             protocol: v.protocol,
             client: v.client(),
             virt: v.virt(),
-            real: v.dest_addr(),
+            real: SocketAddr::new(crate::forward::real_daddr(v.daddr, dest), v.dport),
             state: state_name(v),
             expires: v.expires.saturating_duration_since(now),
             flags: v.flags,
@@ -555,8 +569,9 @@ impl Engine {
 
     /// Every conn and template, with its state name and remaining time at `now` (table order).
     pub fn conns(&self, now: Instant) -> Vec<ConnInfo> {
+        let ctl = self.ctl.read();
         let mut v = Vec::with_capacity(self.conns.len());
-        self.conns.for_each(|id, c| v.push(ConnInfo::from_view(id, c, now)));
+        self.conns.for_each(|id, c| v.push(ConnInfo::from_view(id, c, now, &ctl)));
         v
     }
 
@@ -575,7 +590,8 @@ impl Engine {
     /// The conn of a client → virtual service flow, if any (the "in" lookup), as of `now`.
     pub fn conn(&self, now: Instant, protocol: Protocol, client: SocketAddr, virt: SocketAddr) -> Option<ConnInfo> {
         let key = ipvs_conn::InKey::new(protocol, client.ip(), client.port(), virt.ip(), virt.port());
-        self.conns.lookup_in(&key).map(|(id, v)| ConnInfo::from_view(id, &v, now))
+        let ctl = self.ctl.read();
+        self.conns.lookup_in(&key).map(|(id, v)| ConnInfo::from_view(id, &v, now, &ctl))
     }
 
     /// Every service with its real servers, counters and rates, in no particular order.

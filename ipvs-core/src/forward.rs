@@ -4,12 +4,14 @@
 //! NAT's address/port rewrites are `ipvs_proto::nat`'s; this module adds what the kernel's transmitters do
 //! around them.
 
-use core::net::IpAddr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipvs_conn::ConnView;
 use ipvs_proto::nat::{self, Encap, Tunnel};
 use ipvs_proto::wire::{checksum, icmpv4, icmpv6, ipv4, ipv6};
-use ipvs_proto::Protocol;
+use ipvs_proto::{AddressFamily, FwdMethod, Protocol};
 
+use crate::service::DestSlot;
 use crate::verdict::{DropReason, IcmpKind, PacketBuf};
 
 /// IPv4's minimum MTU (RFC 791): a tunnel leaving less refuses the packet.
@@ -25,6 +27,39 @@ const ICMPV6_MAX_LEN: usize = 1280;
 const ICMP_HOP_LIMIT: u8 = 64;
 /// DSCP of ICMP errors: Linux sends them with IP precedence "internetwork control" (TOS 0xc0).
 const ICMP_DSCP: u8 = 0xc0 >> 2;
+
+// Mixed-family tunnels (facts §9.4): a conn entry keeps the client's family (one family per entry, so the
+// 64-byte IPv4 hot line does not grow); a conn bound to a tunnel real server of the other family stores the
+// unspecified address of the client's family as its real-server address, and the true one is read from the
+// real server it is bound to (`DestId` → `DestSlot::config`), which a conn keeps alive (the trash frees a real
+// server only once no conn points at it).
+
+/// The real-server address a conn entry of `family` stores for a real server at `dest`: `dest` itself, or the
+/// unspecified address of `family` when the real server is of the other family (a mixed-family tunnel).
+pub(crate) fn stored_daddr(dest: IpAddr, family: AddressFamily) -> IpAddr {
+    match family {
+        _ if AddressFamily::of(&dest) == family => dest,
+        AddressFamily::Inet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// The true real-server address of a conn whose entry stores `daddr` and that is bound to `dest`: the bound
+/// real server's address when it is of another family than the entry (see [`stored_daddr`]), else `daddr`.
+#[inline]
+pub(crate) fn real_daddr(daddr: IpAddr, dest: Option<&DestSlot>) -> IpAddr {
+    match dest {
+        Some(d) if AddressFamily::of(&d.config.addr.ip()) != AddressFamily::of(&daddr) => d.config.addr.ip(),
+        _ => daddr,
+    }
+}
+
+/// Whether a conn is a mixed-family tunnel conn, from its entry alone: bound, tunnelled, and storing the
+/// unspecified address (no real server has it: the control plane refuses it). The sync master leaves such
+/// conns out (facts §12: sync and mixed families exclude each other; the v0/v1 records carry one family).
+pub(crate) fn is_mixed_family(view: &ConnView) -> bool {
+    view.dest.is_some() && view.fwd_method() == Some(FwdMethod::Tunnel) && view.daddr.is_unspecified()
+}
 
 /// Decrements the TTL / hop limit of the IP packet at the start of `pkt` (IPv4: with an incremental header
 /// checksum update). Returns `false`, changing nothing, when it is 1 or less: the packet may not be forwarded.

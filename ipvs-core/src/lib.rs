@@ -60,6 +60,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod control_hash;
 pub mod defense;
 mod engine;
 mod events;

@@ -24,7 +24,7 @@ use ipvs_proto::nat::{self, Encap};
 use ipvs_proto::state::{self, sctp, tcp, udp, SctpState, TcpState, UdpState};
 use ipvs_proto::wire::ip::{self, Fragment, IpHeaders};
 use ipvs_proto::wire::{icmpv4, icmpv6, SctpPacket, TcpPacket};
-use ipvs_proto::{ConnFlags, Duration, FwdMethod, Instant, Protocol, ServiceKey};
+use ipvs_proto::{AddressFamily, ConnFlags, Duration, FwdMethod, Instant, Protocol, ServiceKey};
 use ipvs_sched::SchedFlow;
 
 use crate::config::{TunnelConfig, TunnelCsum, TunnelKind};
@@ -522,7 +522,7 @@ impl Engine {
             }
             None => conn.view,
         };
-        self.count_in(ctl, dest, buf.len());
+        self.count_in(dest, buf.len());
         let verdict = self.transmit(ctl, buf, hdr, &view, dest, false);
         if conn.id.is_none() {
             // One-packet conn: forwarded, now freed (its template, if any, counts the packet).
@@ -565,24 +565,20 @@ impl Engine {
         }
     }
 
-    fn count_in(&self, ctl: &ControlState, dest: Option<&DestSlot>, len: usize) {
+    fn count_in(&self, dest: Option<&DestSlot>, len: usize) {
         if let Some(d) = dest.filter(|d| d.linked) {
             let len = len as u64;
             d.stats.counters().add_in(len);
-            if let Some(s) = ctl.services.get(&d.service) {
-                s.stats.counters().add_in(len);
-            }
+            d.service_stats.counters().add_in(len);
             self.total_stats.counters().add_in(len);
         }
     }
 
-    fn count_out(&self, ctl: &ControlState, dest: Option<&DestSlot>, len: usize) {
+    fn count_out(&self, dest: Option<&DestSlot>, len: usize) {
         if let Some(d) = dest.filter(|d| d.linked) {
             let len = len as u64;
             d.stats.counters().add_out(len);
-            if let Some(s) = ctl.services.get(&d.service) {
-                s.stats.counters().add_out(len);
-            }
+            d.service_stats.counters().add_out(len);
             self.total_stats.counters().add_out(len);
         }
     }
@@ -629,7 +625,7 @@ impl Engine {
     fn pick<'c>(&self, now: Instant, ctl: &'c ControlState, svc: &ServiceSlot, flow: &NewFlow) -> Option<&'c DestSlot> {
         let sched_flow =
             SchedFlow { protocol: flow.protocol, client: flow.client, virt: flow.virt, fwmark: flow.fwmark };
-        let id = svc.sched.lock().pick(ctl, &svc.dests, now, &self.slow_start, &sched_flow)?;
+        let id = svc.sched.lock().pick(ctl, &svc.dests, &svc.changed, now, &self.slow_start, &sched_flow)?;
         ctl.dest(id)
     }
 
@@ -639,7 +635,9 @@ impl Engine {
         if svc.config.one_packet && flow.protocol == Protocol::Udp {
             flags |= ConnFlags::ONE_PACKET;
         }
-        let mut n = NewConn::new(flow.protocol, flow.client, flow.virt, SocketAddr::new(dest.config.addr.ip(), dport))
+        // A tunnel real server of the other family: the entry keeps the client's family (see `stored_daddr`).
+        let daddr = forward::stored_daddr(dest.config.addr.ip(), AddressFamily::of(&flow.client.ip()));
+        let mut n = NewConn::new(flow.protocol, flow.client, flow.virt, SocketAddr::new(daddr, dport))
             .with_dest(dest.id)
             .with_flags(flags)
             .with_timeout(NEW_CONN_TIMEOUT);
@@ -695,9 +693,10 @@ impl Engine {
                     return Err(self.leave(svc, buf, flow));
                 };
                 let dport = if plan.dport_from_dest { dest.config.addr.port() } else { 0 };
+                let daddr = forward::stored_daddr(dest.config.addr.ip(), AddressFamily::of(&plan.key.caddr));
                 let mut tpl = NewConn::template(
                     &plan.key,
-                    SocketAddr::new(dest.config.addr.ip(), dport),
+                    SocketAddr::new(daddr, dport),
                     Duration::from_secs(u64::from(p.timeout_secs)),
                 )
                 .with_dest(dest.id)
@@ -751,7 +750,7 @@ impl Engine {
                         protocol: new.protocol,
                         client: new.client(),
                         virt: new.virt(),
-                        real: new.dest_addr(),
+                        real: SocketAddr::new(forward::real_daddr(new.daddr, Some(dest)), new.dport),
                         dest: dest.id,
                     });
                 }
@@ -841,7 +840,9 @@ impl Engine {
             return self.send_icmp(buf, IcmpKind::TimeExceeded, hdr.dst_addr, DropReason::TtlExceeded);
         }
         let route_mtu = dest.and_then(|d| d.mtu).unwrap_or(self.mtu);
-        let forward = Verdict::Forward { method, next_hop: view.daddr, dest: dest_id };
+        // The real server's address (of the other family than the packet for a mixed-family tunnel).
+        let daddr = forward::real_daddr(view.daddr, dest);
+        let forward = Verdict::Forward { method, next_hop: daddr, dest: dest_id };
         match method {
             FwdMethod::Masq | FwdMethod::DirectRoute => {
                 if !icmp {
@@ -861,15 +862,20 @@ impl Engine {
                 let tcfg = dest.and_then(|d| d.config.tunnel_params()).unwrap_or(TunnelConfig::IPIP);
                 let src_port =
                     forward::gue_source_port(hdr.src_addr, hdr.dst_addr, view.cport, view.vport, view.protocol);
-                let src = match view.daddr {
-                    IpAddr::V4(_) => self.local_v4.map_or(hdr.dst_addr, IpAddr::V4),
-                    IpAddr::V6(_) => self.local_v6.map_or(hdr.dst_addr, IpAddr::V6),
+                // The outer source: the director's address of the real server's family; without one, the VIP
+                // (same family only; the control plane refuses mixed-family tunnels without a local address).
+                let local = match daddr {
+                    IpAddr::V4(_) => self.local_v4.map(IpAddr::V4),
+                    IpAddr::V6(_) => self.local_v6.map(IpAddr::V6),
+                };
+                let Some(src) = local.or(Some(hdr.dst_addr).filter(|a| a.is_ipv4() == daddr.is_ipv4())) else {
+                    return Verdict::Drop(DropReason::RewriteFailed);
                 };
                 let pmtu_disc = ctl.sysctls.pmtu_disc;
-                let tunnel =
-                    forward::tunnel_for(encap_of(tcfg, src_port), src, view.daddr, self.next_ident(), pmtu_disc);
+                let tunnel = forward::tunnel_for(encap_of(tcfg, src_port), src, daddr, self.next_ident(), pmtu_disc);
+                // The outer header is of the real server's family (20 or 40 bytes), and so is the route's minimum.
                 let tmtu = u64::from(route_mtu).saturating_sub(forward::tunnel_overhead(&tunnel) as u64);
-                let min = if view.daddr.is_ipv4() { IPV4_MIN_MTU } else { IPV6_MIN_MTU };
+                let min = if daddr.is_ipv4() { IPV4_MIN_MTU } else { IPV6_MIN_MTU };
                 if tmtu < u64::from(min) {
                     return Verdict::Drop(DropReason::MtuTooSmall);
                 }
@@ -927,7 +933,7 @@ impl Engine {
             if let Some(d) = dest {
                 d.update_state(&self.events, |s| s.unbind_conn(false));
             }
-            self.count_out(ctl, dest, buf.len());
+            self.count_out(dest, buf.len());
             return self.reply_transmit(buf, hdr, &view, false);
         };
         let secure = self.defense.secure_tcp_active();
@@ -944,7 +950,7 @@ impl Engine {
         if up.view.state != up.prev_state {
             self.sync_reply_state(now, id);
         }
-        self.count_out(ctl, dest, buf.len());
+        self.count_out(dest, buf.len());
         self.reply_transmit(buf, hdr, &up.view, false)
     }
 
@@ -1060,52 +1066,95 @@ impl Engine {
 
     // ---- ICMP errors (facts §5.6) -----------------------------------------------------------------------
 
-    /// An ICMPv4 error about a tunnel packet the director sent (facts §5.6): the quote is our outer header
-    /// (from the director to a tunnel real server) with the IPIP, GUE or GRE header and the client's packet. A
-    /// new error of the same type goes to the client, quoting its own packet; for fragmentation needed, the MTU
-    /// left for the inner packet (and nothing when the client does not do PMTU discovery: the error passes to
-    /// the local stack). `None` when the error is not about one of our tunnels.
+    /// An ICMP error about a tunnel packet the director sent (facts §5.6): the quote is our outer header (from
+    /// the director to a tunnel real server) with the IPIP, GUE or GRE header and the client's packet. A new
+    /// error goes to the client, quoting its own packet; for "too big", the MTU left for the inner packet (and
+    /// nothing when an IPv4 client does not do PMTU discovery: the error passes to the local stack). `None` when
+    /// the error is not about one of our tunnels.
+    ///
+    /// Families: the kernel's case is an ICMPv4 error about IPv4-in-IPv4, relayed with the same type and code.
+    /// Beyond the kernel, errors about mixed-family tunnels (IPv4 in IPv6, IPv6 in IPv4) are recognised too:
+    /// "too big" (ICMPv6 packet too big / ICMPv4 fragmentation needed) is translated into the client's family
+    /// (fragmentation needed for an IPv4 client with DF set, packet too big for an IPv6 one); every other error
+    /// passes untranslated (ICMP and ICMPv6 types do not map one to one). Errors about IPv6-in-IPv6 are left
+    /// alone, as the kernel leaves them.
     fn tunnel_icmp(&self, ctl: &ControlState, buf: &mut PacketBuf<'_>, hdr: &IpHeaders) -> Option<Verdict> {
-        if hdr.protocol != Protocol::Icmp {
-            return None;
-        }
         let l4 = hdr.l4(buf.packet());
-        let icmp = icmpv4::Packet::new_checked(l4).ok()?;
-        let (msg_type, code, rest) = (u8::from(icmp.msg_type()), icmp.code(), icmp.rest_of_header());
-        let quote = l4.get(icmpv4::HEADER_LEN..)?;
-        let outer = ip::parse_embedded(quote).ok()?;
-        let ours = self.local_v4.map(IpAddr::V4) == Some(outer.src_addr) || ctl.is_vip(&outer.src_addr);
-        if outer.fragment != Fragment::None || !outer.src_addr.is_ipv4() || !ours {
-            return None;
-        }
-        let t = outer.l4_offset;
-        let (payload, overhead) = match outer.protocol {
-            Protocol::IpIp if ctl.is_tunnel_dest(outer.dst_addr, TunnelKind::Ipip, 0) => (t, 0),
-            Protocol::Udp => {
-                let port = u16::from_be_bytes([*quote.get(t + 2)?, *quote.get(t + 3)?]);
-                // GUE: version 0, not a control message, carrying IPv4 (IPIP).
-                let (b0, ctype) = (*quote.get(t + 8)?, *quote.get(t + 9)?);
-                if !ctl.is_tunnel_dest(outer.dst_addr, TunnelKind::Gue, port) || b0 >> 5 != 0 || ctype != 4 {
-                    return None;
-                }
-                let gue_len = 4 + usize::from(b0 & 0x1f) * 4;
-                (t + 8 + gue_len, 8 + gue_len)
+        // (type, code, rest of header, whether it says "too big" and the MTU it reports).
+        let (msg_type, code, rest, too_big) = match hdr.protocol {
+            Protocol::Icmp => {
+                let icmp = icmpv4::Packet::new_checked(l4).ok()?;
+                let big = icmp.msg_type() == icmpv4::Message::DstUnreachable
+                    && icmp.code() == icmpv4::dst_unreachable::FRAG_NEEDED;
+                let rest = icmp.rest_of_header();
+                (u8::from(icmp.msg_type()), icmp.code(), rest, big.then_some(rest & 0xffff))
             }
-            Protocol::Gre if ctl.is_tunnel_dest(outer.dst_addr, TunnelKind::Gre, 0) => {
-                // Only the checksum flag, version 0, IPv4 payload.
-                let flags = u16::from_be_bytes([*quote.get(t)?, *quote.get(t + 1)?]);
-                let ethertype = u16::from_be_bytes([*quote.get(t + 2)?, *quote.get(t + 3)?]);
-                if flags & !0x8000 != 0 || ethertype != 0x0800 {
-                    return None;
-                }
-                let gre_len = if flags & 0x8000 != 0 { 8 } else { 4 };
-                (t + gre_len, gre_len)
+            Protocol::Icmpv6 => {
+                let icmp = icmpv6::Packet::new_checked(l4).ok()?;
+                let big = icmp.msg_type() == icmpv6::Message::PktTooBig;
+                let rest = icmp.rest_of_header();
+                (u8::from(icmp.msg_type()), icmp.code(), rest, big.then_some(rest))
             }
             _ => return None,
         };
+        let quote = l4.get(icmpv4::HEADER_LEN..)?;
+        let outer = ip::parse_embedded(quote).ok()?;
+        let ours = match outer.src_addr {
+            IpAddr::V4(a) => self.local_v4 == Some(a),
+            IpAddr::V6(a) => self.local_v6 == Some(a),
+        } || ctl.is_vip(&outer.src_addr);
+        if !ours || outer.fragment != Fragment::None || outer.family() != hdr.family() {
+            return None;
+        }
+        let outer_v6 = outer.src_addr.is_ipv6();
+        let t = outer.l4_offset;
+        // (where the client's packet starts in the quote, the encapsulation's length, inner family is IPv6).
+        let (payload, overhead, inner_v6) = match outer.protocol {
+            Protocol::IpIp | Protocol::Ipv6 => {
+                if !ctl.is_tunnel_dest(outer.dst_addr, TunnelKind::Ipip, 0) {
+                    return None;
+                }
+                (t, 0, outer.protocol == Protocol::Ipv6)
+            }
+            Protocol::Udp => {
+                let port = u16::from_be_bytes([*quote.get(t + 2)?, *quote.get(t + 3)?]);
+                // GUE: version 0, not a control message, carrying IPv4 (IPIP) or IPv6.
+                let (b0, ctype) = (*quote.get(t + 8)?, *quote.get(t + 9)?);
+                if !ctl.is_tunnel_dest(outer.dst_addr, TunnelKind::Gue, port) || b0 >> 5 != 0 {
+                    return None;
+                }
+                let inner_v6 = match ctype {
+                    4 => false,
+                    41 => true,
+                    _ => return None,
+                };
+                let gue_len = 4 + usize::from(b0 & 0x1f) * 4;
+                (t + 8 + gue_len, 8 + gue_len, inner_v6)
+            }
+            Protocol::Gre if ctl.is_tunnel_dest(outer.dst_addr, TunnelKind::Gre, 0) => {
+                // Only the checksum flag, version 0, an IPv4 or IPv6 payload.
+                let flags = u16::from_be_bytes([*quote.get(t)?, *quote.get(t + 1)?]);
+                let ethertype = u16::from_be_bytes([*quote.get(t + 2)?, *quote.get(t + 3)?]);
+                let inner_v6 = match ethertype {
+                    0x0800 => false,
+                    0x86dd => true,
+                    _ => return None,
+                };
+                if flags & !0x8000 != 0 {
+                    return None;
+                }
+                let gre_len = if flags & 0x8000 != 0 { 8 } else { 4 };
+                (t + gre_len, gre_len, inner_v6)
+            }
+            _ => return None,
+        };
+        // IPv6 in IPv6: the kernel relates no such error to a conn; neither do we.
+        if outer_v6 && inner_v6 {
+            return None;
+        }
         let inner_bytes = quote.get(payload..)?;
         let inner = ip::parse_embedded(inner_bytes).ok()?;
-        if !inner.protocol.has_ports() || inner.fragment == Fragment::Later || !inner.src_addr.is_ipv4() {
+        if !inner.protocol.has_ports() || inner.fragment == Fragment::Later || inner.src_addr.is_ipv6() != inner_v6 {
             return None;
         }
         let b = inner.l4(inner_bytes);
@@ -1113,30 +1162,38 @@ impl Engine {
             (u16::from_be_bytes([*b.first()?, *b.get(1)?]), u16::from_be_bytes([*b.get(2)?, *b.get(3)?]));
         let key = InKey::new(inner.protocol, inner.src_addr, sport, inner.dst_addr, dport);
         let (_, view) = self.conns.lookup_in(&key)?;
-        if view.fwd_method() != Some(FwdMethod::Tunnel) || view.daddr != outer.dst_addr {
+        let dest = view.dest.and_then(|d| ctl.dest(d));
+        if view.fwd_method() != Some(FwdMethod::Tunnel) || forward::real_daddr(view.daddr, dest) != outer.dst_addr {
             return None;
         }
         if !icmp_checksum_ok(hdr, l4) {
             return Some(Verdict::Drop(DropReason::BadIcmpChecksum));
         }
-        let kind = if icmpv4::Message::from(msg_type) == icmpv4::Message::DstUnreachable
-            && code == icmpv4::dst_unreachable::FRAG_NEEDED
-        {
-            let outer_df = quote.get(6).is_some_and(|f| f & 0x40 != 0);
-            if !outer_df {
-                return Some(Verdict::Pass);
+        let kind = match too_big {
+            Some(reported) => {
+                // An IPv4 client that does not do PMTU discovery gets nothing: the outer DF (copied from the
+                // inner one) tells for an IPv4 outer header, the inner DF for an IPv6 one.
+                let df = if outer_v6 { inner_bytes.get(6) } else { quote.get(6) };
+                if !inner_v6 && df.is_none_or(|f| f & 0x40 == 0) {
+                    return Some(Verdict::Pass);
+                }
+                // The route MTU toward the real server if known (its override), else what the error reports; less
+                // the tunnel's headers, when that leaves more than the client family's minimum.
+                let mut mtu = dest.and_then(|d| d.mtu).unwrap_or(reported);
+                let headers = if outer_v6 { 40 } else { 20 } + overhead as u32;
+                let min = if inner_v6 { IPV6_MIN_MTU } else { IPV4_MIN_MTU };
+                if mtu > min + headers {
+                    mtu -= headers;
+                }
+                if inner_v6 {
+                    IcmpKind::PacketTooBig { mtu }
+                } else {
+                    IcmpKind::FragNeeded { mtu: u16::try_from(mtu).unwrap_or(u16::MAX) }
+                }
             }
-            // The route MTU toward the real server if known (its override), else what the error reports; less
-            // the tunnel's headers, when that leaves more than the minimum.
-            let route = view.dest.and_then(|d| ctl.dest(d)).and_then(|d| d.mtu);
-            let mut mtu = route.unwrap_or(rest & 0xffff);
-            let headers = 20 + overhead as u32;
-            if mtu > IPV4_MIN_MTU + headers {
-                mtu -= headers;
-            }
-            IcmpKind::FragNeeded { mtu: u16::try_from(mtu).unwrap_or(u16::MAX) }
-        } else {
-            IcmpKind::Relayed { msg_type, code, rest_of_header: rest }
+            // Another error about a mixed-family tunnel: no translation (see above).
+            None if outer_v6 != inner_v6 => return Some(Verdict::Pass),
+            None => IcmpKind::Relayed { msg_type, code, rest_of_header: rest },
         };
         if !forward::may_answer_with_icmp(inner.src_addr, inner.protocol, b, false) {
             return Some(Verdict::Drop(DropReason::NoDestination));
@@ -1146,7 +1203,10 @@ impl Engine {
         let start = buf.start();
         buf.buffer_mut()[start..start + inner_owned.len()].copy_from_slice(&inner_owned);
         buf.set_range_unchecked(start, inner_owned.len());
-        let src = self.local_v4.map_or(inner.dst_addr, IpAddr::V4);
+        let src = match inner.dst_addr {
+            IpAddr::V4(_) => self.local_v4.map_or(inner.dst_addr, IpAddr::V4),
+            IpAddr::V6(_) => self.local_v6.map_or(inner.dst_addr, IpAddr::V6),
+        };
         Some(match forward::emit_icmp_error(buf, src, kind, self.next_ident()) {
             Ok(to) => Verdict::SendIcmp { to, kind },
             Err(reason) => Verdict::Drop(reason),
@@ -1184,7 +1244,7 @@ impl Engine {
         }
         let view = conn.view;
         let dest = view.dest.and_then(|d| ctl.dest(d));
-        self.count_in(ctl, dest, buf.len());
+        self.count_in(dest, buf.len());
         let verdict = if view.fwd_method() == Some(FwdMethod::Masq) {
             if !forward::decrement_ttl(buf.packet_mut()) {
                 self.send_icmp(buf, IcmpKind::TimeExceeded, hdr.dst_addr, DropReason::TtlExceeded)
@@ -1227,7 +1287,7 @@ impl Engine {
             return Verdict::Drop(DropReason::BadIcmpChecksum);
         }
         let dest = view.dest.and_then(|d| ctl.dest(d));
-        self.count_out(ctl, dest, buf.len());
+        self.count_out(dest, buf.len());
         self.reply_transmit(buf, hdr, &view, true)
     }
 }

@@ -12,7 +12,10 @@
 //! The scheduler's view list is refreshed from the counters right before each pick: every entry that changed
 //! is reported to the scheduler first ([`Scheduler::counters_changed`], or [`Scheduler::dests_changed`] with
 //! `Updated` when the effective weight moved — slow start), so index-keeping schedulers stay exact without
-//! the packet path taking the scheduler's lock on every counter change.
+//! the packet path taking the scheduler's lock on every counter change. Only the real servers that changed are
+//! refreshed: a counter change puts its real server on the service's change list ([`ChangedDests`], once until
+//! the next pick), and real servers in a slow-start ramp are refreshed on every pick until the ramp ends — so a
+//! pick costs O(changes), not O(real servers) (at 10,000 real servers the O(log n) `wlc` tree stays O(log n)).
 //!
 //! # Trash
 //!
@@ -23,6 +26,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use ipvs_conn::ConnView;
 use ipvs_proto::{AddressFamily, DestFlags, DestId, FwdMethod, Instant, Protocol, ServiceKey};
@@ -30,6 +35,7 @@ use ipvs_sched::{new_scheduler, CounterChange, DestEvent, DestState, DestView, S
 use parking_lot::Mutex;
 
 use crate::config::{Command, ConfigError, DestConfig, ServiceConfig, Timeouts, TunnelKind, NO_SCHEDULER};
+use crate::control_hash::ControlHash;
 use crate::engine::{DestInfo, Engine, EngineError, ProtoTimeouts, ServiceInfo, Sysctls, TRASH_IDLE};
 use crate::events::{Event, EventQueue};
 use crate::persistence::FTP_PORT;
@@ -44,7 +50,7 @@ const UNPRIVILEGED_PORT: u16 = 1024;
 /// The configuration side of the engine, behind its read-write lock.
 #[derive(Debug)]
 pub(crate) struct ControlState {
-    pub(crate) services: HashMap<ServiceKey, ServiceSlot>,
+    pub(crate) services: HashMap<ServiceKey, ServiceSlot, ControlHash>,
     /// Real servers by id (linked or in the trash); `None` once freed.
     pub(crate) dests: Vec<Option<DestSlot>>,
     /// Real servers in the trash.
@@ -56,16 +62,16 @@ pub(crate) struct ControlState {
     /// Non-fwmark services on port 0, for the catch-all fallback.
     n_port0: usize,
     /// Address and port of every NAT real server (`nat_icmp_send`, fragment policy of replies).
-    masq_servers: HashSet<(IpAddr, u16)>,
+    masq_servers: HashSet<(IpAddr, u16), ControlHash>,
     /// Addresses of NAT real servers.
-    masq_addrs: HashSet<IpAddr>,
+    masq_addrs: HashSet<IpAddr, ControlHash>,
     /// Virtual addresses of address services.
-    vips: HashSet<IpAddr>,
+    vips: HashSet<IpAddr, ControlHash>,
     /// Tunnel real servers: address, tunnel type and GUE port (0 for IPIP and GRE).
-    tunnels: HashSet<(IpAddr, TunnelKind, u16)>,
+    tunnels: HashSet<(IpAddr, TunnelKind, u16), ControlHash>,
     /// NAT real servers of UDP `--pe sip` services with a port, by address and port, for the SIP engine's
     /// `conn_out` (facts §8.5): the real server of the oldest such service when several list one.
-    sip_servers: HashMap<(IpAddr, u16), DestId>,
+    sip_servers: HashMap<(IpAddr, u16), DestId, ControlHash>,
     pub(crate) sysctls: Sysctls,
     pub(crate) timeouts: ProtoTimeouts,
 }
@@ -79,7 +85,18 @@ pub(crate) struct ServiceSlot {
     /// Real servers in the kernel's list order (most recently added first).
     pub(crate) dests: Vec<DestId>,
     pub(crate) sched: Mutex<SchedSlot>,
-    pub(crate) stats: StatsCell,
+    /// Shared with its real servers, which count their packets here too without a service lookup.
+    pub(crate) stats: Arc<StatsCell>,
+    /// Shared with its real servers: which of them changed since the scheduler last looked.
+    pub(crate) changed: Arc<ChangedDests>,
+}
+
+/// The real servers of one service whose counters or weight changed since the last pick: each queues itself
+/// once (its `queued` flag) so a pick refreshes only those views, not every real server's (O(changes), not
+/// O(real servers), per new conn).
+#[derive(Debug, Default)]
+pub(crate) struct ChangedDests {
+    ids: Mutex<Vec<DestId>>,
 }
 
 /// A service's scheduler and the list it was last shown.
@@ -87,6 +104,13 @@ pub(crate) struct ServiceSlot {
 pub(crate) struct SchedSlot {
     sched: Option<Box<dyn Scheduler>>,
     views: Vec<DestView>,
+    /// Where each real server sits in `views`, by id number (`u32::MAX`: not listed); checked against the id
+    /// list before use, rebuilt when stale.
+    index_of: Vec<u32>,
+    /// Real servers in a slow-start ramp: their effective weight moves with time, so every pick refreshes them.
+    ramping: Vec<DestId>,
+    /// The drained change list (kept for its capacity).
+    scratch: Vec<DestId>,
 }
 
 /// A real server.
@@ -106,6 +130,11 @@ pub(crate) struct DestSlot {
     idle_since: Option<Instant>,
     pub(crate) state: Mutex<DestState>,
     pub(crate) stats: StatsCell,
+    /// Its service's statistics (packets count there without a service lookup).
+    pub(crate) service_stats: Arc<StatsCell>,
+    /// Its service's change list, and whether it is on it.
+    changed: Arc<ChangedDests>,
+    queued: AtomicBool,
 }
 
 impl DestSlot {
@@ -116,6 +145,7 @@ impl DestSlot {
         let r = f(&mut st);
         let now = st.is_overloaded();
         drop(st);
+        self.mark_changed();
         if was != now {
             events.push(if now {
                 Event::DestOverloaded { dest: self.id }
@@ -124,6 +154,13 @@ impl DestSlot {
             });
         }
         r
+    }
+
+    /// Puts this real server on its service's change list (once until the next pick takes it off).
+    pub(crate) fn mark_changed(&self) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            self.changed.ids.lock().push(self.id);
+        }
     }
 
     /// The current weight (the configured one, not slow start's).
@@ -160,53 +197,111 @@ impl DestSlot {
 }
 
 impl SchedSlot {
-    /// Refreshes the views of `ids` at `now`, telling the scheduler about each change, then picks.
+    /// A scheduler bound to `views`.
+    pub(crate) fn new(sched: Option<Box<dyn Scheduler>>, views: Vec<DestView>) -> Self {
+        Self { sched, views, index_of: Vec::new(), ramping: Vec::new(), scratch: Vec::new() }
+    }
+
+    /// Refreshes the views of the real servers that changed (and of those in a slow-start ramp) at `now`,
+    /// telling the scheduler about each change, then picks.
     pub(crate) fn pick(
         &mut self,
         ctl: &ControlState,
         ids: &[DestId],
+        changed: &ChangedDests,
         now: Instant,
         ramp: &SlowStart,
         flow: &SchedFlow,
     ) -> Option<DestId> {
-        let sched = self.sched.as_mut()?;
+        self.sched.as_ref()?;
         if self.views.len() != ids.len() {
             // Cannot happen (the list and the views change together under the write lock); rebuild.
             self.views = ids.iter().filter_map(|id| ctl.dest(*id)).map(|d| d.view(now, ramp)).collect();
-            sched.bind(&self.views);
-        }
-        for (i, id) in ids.iter().enumerate() {
-            let Some(dest) = ctl.dest(*id) else { continue };
-            let new = dest.view(now, ramp);
-            let old = self.views[i];
-            if old != new {
-                self.views[i] = new;
-                if old.weight != new.weight || old.last_weight != new.last_weight {
-                    sched.dests_changed(&self.views, DestEvent::Updated { index: i });
-                } else {
-                    sched.counters_changed(&self.views, CounterChange { index: i });
-                }
+            if let Some(s) = self.sched.as_mut() {
+                s.bind(&self.views);
             }
         }
+        core::mem::swap(&mut self.scratch, &mut *changed.ids.lock());
+        let mut list = core::mem::take(&mut self.scratch);
+        for &id in &list {
+            if let Some(dest) = ctl.dest(id) {
+                // Off the list before reading: a change after this read queues it again for the next pick.
+                dest.queued.store(false, Ordering::Release);
+                if !dest.linked {
+                    continue; // In the trash: no longer in the scheduler's list.
+                }
+                if dest.ramp_since.is_some() && !self.ramping.contains(&id) {
+                    self.ramping.push(id);
+                }
+                self.refresh(ids, dest, now, ramp);
+            }
+        }
+        list.clear();
+        self.scratch = list;
+        let mut ramping = core::mem::take(&mut self.ramping);
+        ramping.retain(|&id| {
+            let Some(dest) = ctl.dest(id) else { return false };
+            self.refresh(ids, dest, now, ramp);
+            dest.ramp_since.is_some_and(|since| now < ramp.ramp_end(since))
+        });
+        self.ramping = ramping;
+        let sched = self.sched.as_mut()?;
         let idx = sched.schedule(now, flow, &self.views)?;
         self.views.get(idx).map(|v| v.id)
+    }
+
+    /// Brings `dest`'s view up to date and tells the scheduler what changed (nothing if it is not listed).
+    fn refresh(&mut self, ids: &[DestId], dest: &DestSlot, now: Instant, ramp: &SlowStart) {
+        let Some(i) = self.index(ids, dest.id) else { return };
+        let new = dest.view(now, ramp);
+        let old = self.views[i];
+        if old == new {
+            return;
+        }
+        self.views[i] = new;
+        if let Some(sched) = self.sched.as_mut() {
+            if old.weight != new.weight || old.last_weight != new.last_weight {
+                sched.dests_changed(&self.views, DestEvent::Updated { index: i });
+            } else {
+                sched.counters_changed(&self.views, CounterChange { index: i });
+            }
+        }
+    }
+
+    /// Where `id` sits in `views` (`ids` is the service's list, in the same order), if it is listed.
+    fn index(&mut self, ids: &[DestId], id: DestId) -> Option<usize> {
+        let listed = |index_of: &[u32]| {
+            let i = *index_of.get(id.0 as usize)? as usize;
+            (ids.get(i) == Some(&id) && i < self.views.len()).then_some(i)
+        };
+        if let Some(i) = listed(&self.index_of) {
+            return Some(i);
+        }
+        // The list changed since the map was built (or `id` left it): rebuild, once per change.
+        let len = ids.iter().map(|d| d.0 as usize + 1).max().unwrap_or(0);
+        self.index_of.clear();
+        self.index_of.resize(len, u32::MAX);
+        for (i, d) in ids.iter().enumerate() {
+            self.index_of[d.0 as usize] = i as u32;
+        }
+        listed(&self.index_of)
     }
 }
 
 impl ControlState {
     pub(crate) fn new(sysctls: Sysctls, timeouts: ProtoTimeouts) -> Self {
         Self {
-            services: HashMap::new(),
+            services: HashMap::default(),
             dests: Vec::new(),
             n_trash: 0,
             n_added: 0,
             n_ftp: 0,
             n_port0: 0,
-            masq_servers: HashSet::new(),
-            masq_addrs: HashSet::new(),
-            vips: HashSet::new(),
-            tunnels: HashSet::new(),
-            sip_servers: HashMap::new(),
+            masq_servers: HashSet::default(),
+            masq_addrs: HashSet::default(),
+            vips: HashSet::default(),
+            tunnels: HashSet::default(),
+            sip_servers: HashMap::default(),
             sysctls,
             timeouts,
         }
@@ -270,6 +365,15 @@ impl ControlState {
             return None;
         }
         self.sip_servers.get(&(addr, port)).and_then(|id| self.dest(*id))
+    }
+
+    /// Whether any real server linked to a service is of another family than the service (they forbid sync,
+    /// facts §12.1; as the kernel, only the services' lists count, not the trash).
+    pub(crate) fn has_mixed_family_dests(&self) -> bool {
+        self.services.values().any(|s| {
+            let family = s.config.key.family();
+            s.dests.iter().filter_map(|id| self.dest(*id)).any(|d| AddressFamily::of(&d.config.addr.ip()) != family)
+        })
     }
 
     /// Whether a tunnel real server at `addr` uses `kind` (and, for GUE, UDP port `port`).
@@ -467,8 +571,9 @@ impl Engine {
             config,
             added: ctl.n_added,
             dests: Vec::new(),
-            sched: Mutex::new(SchedSlot { sched, views: Vec::new() }),
-            stats: StatsCell::new(now),
+            sched: Mutex::new(SchedSlot::new(sched, Vec::new())),
+            stats: Arc::new(StatsCell::new(now)),
+            changed: Arc::default(),
         };
         ctl.services.insert(key, slot);
         ctl.reindex();
@@ -482,6 +587,29 @@ impl Engine {
             Some(_) => Err(EngineError::PersistenceEngineUnavailable),
             None => Ok(()),
         }
+    }
+
+    /// The engine's half of the mixed-family rule (facts §2.2, §12.1, §13.2; `validate_for` did the rest): a
+    /// tunnel real server of the other family than its service needs the director's address of that family
+    /// (the tunnel's outer source) and no running sync daemon. Called under the control write lock, so that it
+    /// and [`Engine::start_sync_master`] / [`Engine::start_sync_backup`] (which look under the read lock) see
+    /// each other.
+    fn check_dest_family(&self, service: &ServiceKey, config: &DestConfig) -> Result<(), EngineError> {
+        let family = AddressFamily::of(&config.addr.ip());
+        if family == service.family() {
+            return Ok(());
+        }
+        if self.sync_master.running() || self.sync_backup.running() {
+            return Err(ConfigError::MixedFamilyWithSync.into());
+        }
+        let local = match family {
+            AddressFamily::Inet => self.local_v4.is_some(),
+            AddressFamily::Inet6 => self.local_v6.is_some(),
+        };
+        if !local {
+            return Err(EngineError::NoTunnelSource(family));
+        }
+        Ok(())
     }
 
     /// `ipvsadm -E`: replaces a service's configuration (scheduler, flags, persistence); its real servers stay.
@@ -505,7 +633,7 @@ impl Engine {
         }
         if let Some(slot) = ctl.services.get_mut(&config.key) {
             slot.config = config;
-            *slot.sched.get_mut() = SchedSlot { sched, views };
+            *slot.sched.get_mut() = SchedSlot::new(sched, views);
         }
         ctl.reindex();
         Ok(())
@@ -543,15 +671,16 @@ impl Engine {
     /// the trash, counters and statistics kept). Returns its id.
     ///
     /// # Errors
-    /// A [`DestConfig::validate_for`] error, [`ConfigError::ServiceNotFound`], [`ConfigError::DestExists`],
-    /// [`EngineError::MixedFamilyTunnel`], [`EngineError::DestAddress`] or [`EngineError::DestIdsExhausted`].
+    /// A [`DestConfig::validate_for`] error (among them [`ConfigError::MixedFamily`]: only a tunnel real server
+    /// may be of another family than its service), [`ConfigError::ServiceNotFound`], [`ConfigError::DestExists`],
+    /// [`ConfigError::MixedFamilyWithSync`] (such a real server while a sync daemon runs),
+    /// [`EngineError::NoTunnelSource`], [`EngineError::DestAddress`] or [`EngineError::DestIdsExhausted`].
     pub fn add_dest(&self, now: Instant, service: &ServiceKey, config: DestConfig) -> Result<DestId, EngineError> {
         config.validate_for(service)?;
-        if AddressFamily::of(&config.addr.ip()) != service.family() {
-            return Err(EngineError::MixedFamilyTunnel);
-        }
         check_dest_address(config.addr.ip())?;
         let mut ctl = self.ctl.write();
+        // Under the write lock: starting a sync daemon checks the real servers under the read lock.
+        self.check_dest_family(service, &config)?;
         let ctl = &mut *ctl;
         let svc = ctl.services.get(service).ok_or(ConfigError::ServiceNotFound(*service))?;
         let exists = svc.dests.iter().any(|id| ctl.dest(*id).is_some_and(|d| d.config.addr == config.addr));
@@ -562,6 +691,7 @@ impl Engine {
         // stampede).
         let ramp =
             self.slow_start.period.total_millis() > 0 && config.weight > 0 && svc.stats.counters().load().conns > 0;
+        let (service_stats, changed) = (Arc::clone(&svc.stats), Arc::clone(&svc.changed));
         let trashed = ctl
             .dests
             .iter()
@@ -580,6 +710,8 @@ impl Engine {
                 d.config = config;
                 d.linked = true;
                 d.idle_since = None;
+                d.service_stats = service_stats;
+                d.changed = changed;
                 d.ramp_since = ramp.then_some(now);
                 ctl.n_trash -= 1;
                 id
@@ -599,6 +731,9 @@ impl Engine {
                     idle_since: None,
                     state: Mutex::new(state),
                     stats: StatsCell::new(now),
+                    service_stats,
+                    changed,
+                    queued: AtomicBool::new(false),
                 }));
                 id
             }
@@ -612,6 +747,10 @@ impl Engine {
                 s.dests_changed(&sched.views, DestEvent::Added { index: 0 });
             }
         }
+        if let Some(d) = ctl.dest(id) {
+            // On the change list, so the picks follow a slow-start ramp from the first one on.
+            d.mark_changed();
+        }
         ctl.reindex();
         Ok(id)
     }
@@ -624,10 +763,8 @@ impl Engine {
     /// As [`add_dest`](Self::add_dest), with [`ConfigError::DestNotFound`] instead of `DestExists`.
     pub fn edit_dest(&self, now: Instant, service: &ServiceKey, config: DestConfig) -> Result<(), EngineError> {
         config.validate_for(service)?;
-        if AddressFamily::of(&config.addr.ip()) != service.family() {
-            return Err(EngineError::MixedFamilyTunnel);
-        }
         let mut ctl = self.ctl.write();
+        self.check_dest_family(service, &config)?;
         let ctl = &mut *ctl;
         let svc = ctl.services.get(service).ok_or(ConfigError::ServiceNotFound(*service))?;
         let (index, id) = svc

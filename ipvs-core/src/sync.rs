@@ -80,8 +80,8 @@
 //!   path) and, as in the kernel, do not count in the `conns` statistics; they raise
 //!   [`Event::ConnExpired`](crate::Event::ConnExpired) when they leave.
 //! - `ipvsadm --start-daemon` through [`Engine::apply`](crate::Engine::apply) still answers
-//!   [`EngineError::SyncDaemonUnavailable`](crate::EngineError::SyncDaemonUnavailable): a daemon is sockets,
-//!   which the embedder owns; it builds the [`Master`] or [`Backup`] and starts it here.
+//!   [`EngineError::SyncDaemonUnavailable`]: a daemon is sockets, which the embedder owns; it builds the
+//!   [`Master`] or [`Backup`] and starts it here (refused while mixed-family real servers exist).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -99,7 +99,8 @@ use ipvs_sync::{
 };
 use parking_lot::Mutex;
 
-use crate::engine::Engine;
+use crate::config::ConfigError;
+use crate::engine::{Engine, EngineError};
 use crate::service::{ControlState, DestSlot};
 use crate::{pe_sip, persistence};
 
@@ -216,7 +217,17 @@ struct BackupInner {
 /// The engine's sync backup slot: idle until [`Engine::start_sync_backup`].
 #[derive(Debug, Default)]
 pub(crate) struct SyncBackup {
+    /// Whether a backup runs: read by the control plane under its write lock without taking `inner` (the
+    /// backup takes `inner`, then the control read lock, to apply records).
+    running: AtomicBool,
     inner: Mutex<Option<BackupInner>>,
+}
+
+impl SyncBackup {
+    /// Whether a backup runs.
+    pub(crate) fn running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
 }
 
 /// A resync dump's position in the table: the handles of every entry when the dump started.
@@ -250,6 +261,9 @@ impl Iterator for ResyncIter<'_> {
             else {
                 continue;
             };
+            if crate::forward::is_mixed_family(&view) {
+                continue;
+            }
             if self.persist_mode && !view.is_template() {
                 let by_template = control.and_then(|cid| self.table.get(cid)).is_some_and(|v| v.is_template());
                 if by_template {
@@ -343,6 +357,11 @@ impl MasterInner {
         view: &ConnView,
         pkts: u32,
     ) -> Option<ConnId> {
+        // A conn to a removed mixed-family tunnel real server may outlive the rule that kept sync off: never
+        // send it (its entry has no real-server address of its family).
+        if crate::forward::is_mixed_family(view) {
+            return None;
+        }
         let (control, mut st, seq, pe) = table.with_conn(id, |c| (c.control(), wire_state(c), seq_of(c), pe_of(c)))?;
         let by_template = control.and_then(|cid| table.get(cid)).is_some_and(|v| v.is_template());
         let record = record_of(view, seq, pe);
@@ -376,6 +395,9 @@ impl MasterInner {
     /// A one-packet conn was forwarded: never sent itself, but its template is evaluated (v1 always, facts
     /// §12.10.1).
     fn one_packet(&mut self, table: &ConnTable, now: Instant, view: &ConnView, control: Option<ConnId>) {
+        if crate::forward::is_mixed_family(view) {
+            return;
+        }
         let record = record_of(view, None, None);
         let by_template = control.and_then(|cid| table.get(cid)).is_some_and(|v| v.is_template());
         let info = ConnSyncInfo {
@@ -477,10 +499,22 @@ impl Engine {
 
     /// Starts feeding `master` from the packet path (replacing a running master, whose queued messages are
     /// dropped, as stopping a kernel master drops them).
-    pub fn start_sync_master(&self, master: Master, options: SyncMasterOptions) {
+    ///
+    /// # Errors
+    /// [`ConfigError::MixedFamilyWithSync`] while a service has a real server of the other family (facts
+    /// §12.1; the master is dropped and nothing changes).
+    pub fn start_sync_master(&self, master: Master, options: SyncMasterOptions) -> Result<(), EngineError> {
+        // The control read lock first, as on the packet path; `add_dest` checks `running` under the write lock.
+        let ctl = self.ctl.read();
+        if ctl.has_mixed_family_dests() {
+            return Err(ConfigError::MixedFamilyWithSync.into());
+        }
         let mut g = self.sync_master.inner.lock();
         *g = Some(MasterInner { master, options, cursor: None, events: VecDeque::new() });
         self.sync_master.running.store(true, Ordering::Relaxed);
+        drop(g);
+        drop(ctl);
+        Ok(())
     }
 
     /// Stops the master and hands it back (with whatever it still queues), if one ran.
@@ -623,14 +657,34 @@ impl Engine {
     }
 
     /// Starts a sync backup: [`Engine::handle_sync_datagram`] applies what it accepts. Replaces a running one.
-    pub fn start_sync_backup(&self, backup: Backup) {
-        *self.sync_backup.inner.lock() = Some(BackupInner { backup, totals: SyncApplied::default() });
+    ///
+    /// # Errors
+    /// [`ConfigError::MixedFamilyWithSync`] while a service has a real server of the other family (facts
+    /// §12.1; the backup is dropped and nothing changes).
+    pub fn start_sync_backup(&self, backup: Backup) -> Result<(), EngineError> {
+        // `inner` first, then the control read lock: the order of `handle_sync_datagram`.
+        let mut g = self.sync_backup.inner.lock();
+        let ctl = self.ctl.read();
+        if ctl.has_mixed_family_dests() {
+            return Err(ConfigError::MixedFamilyWithSync.into());
+        }
+        self.sync_backup.running.store(true, Ordering::Relaxed);
+        drop(ctl);
+        *g = Some(BackupInner { backup, totals: SyncApplied::default() });
+        Ok(())
     }
 
     /// Stops the backup and hands it back, if one ran. The conns it created stay and time out per their
     /// state (a backup taking over keeps serving them).
     pub fn stop_sync_backup(&self) -> Option<Backup> {
-        self.sync_backup.inner.lock().take().map(|b| b.backup)
+        let mut g = self.sync_backup.inner.lock();
+        self.sync_backup.running.store(false, Ordering::Relaxed);
+        g.take().map(|b| b.backup)
+    }
+
+    /// Whether a sync backup runs.
+    pub fn sync_backup_running(&self) -> bool {
+        self.sync_backup.running()
     }
 
     /// Runs `f` on the running backup (statistics, [`Backup::request_resync`]); `None` if none runs. Do not call
@@ -907,7 +961,7 @@ mod tests {
 
     fn backup(rules: &str) -> Engine {
         let e = engine(rules);
-        e.start_sync_backup(Backup::new(e.sync_backup_config()).unwrap());
+        e.start_sync_backup(Backup::new(e.sync_backup_config()).unwrap()).unwrap();
         e
     }
 
@@ -1048,7 +1102,7 @@ mod tests {
         let e = backup(TWO_NAT);
         e.set_timeouts(Timeouts { tcp: 1000, tcpfin: 100, udp: 200 }).unwrap();
         // The backup was started before the change: restart it to pick the new table up.
-        e.start_sync_backup(Backup::new(e.sync_backup_config()).unwrap());
+        e.start_sync_backup(Backup::new(e.sync_backup_config()).unwrap()).unwrap();
         let mut r = rec(40000, "10.1.0.1:8080", 0, 1, 0);
         r.timeout = None;
         r.fwmark = None;
@@ -1113,7 +1167,7 @@ mod tests {
         for reply_changes in [true, false] {
             let e = engine(PERSISTENT);
             let options = SyncMasterOptions { sync_reply_state_changes: reply_changes };
-            e.start_sync_master(Master::new(MasterConfig::default()).unwrap(), options);
+            e.start_sync_master(Master::new(MasterConfig::default()).unwrap(), options).unwrap();
             let c = "192.0.2.7:40000";
             let rs = "10.1.0.1:8080";
             for (pkt, dir) in [
@@ -1148,7 +1202,7 @@ mod tests {
     #[test]
     fn one_packet_conns_are_never_sent_but_their_template_is() {
         let e = engine(PERSISTENT);
-        e.start_sync_master(Master::new(MasterConfig::default()).unwrap(), SyncMasterOptions::default());
+        e.start_sync_master(Master::new(MasterConfig::default()).unwrap(), SyncMasterOptions::default()).unwrap();
         for _ in 0..3 {
             assert!(matches!(
                 run(&e, &udp("192.0.2.7:5000", "10.0.0.100:53"), Direction::FromClient),
@@ -1167,7 +1221,7 @@ mod tests {
     #[test]
     fn resync_requests_go_to_the_master_and_dumps_come_from_the_table() {
         let m = engine("-A -t 10.0.0.100:80 -s rr\n-a -t 10.0.0.100:80 -r 10.1.0.1:8080 -m\n");
-        m.start_sync_master(Master::new(MasterConfig::default()).unwrap(), SyncMasterOptions::default());
+        m.start_sync_master(Master::new(MasterConfig::default()).unwrap(), SyncMasterOptions::default()).unwrap();
         let c = "192.0.2.7:40000";
         for (pkt, dir) in [
             (tcp(c, "10.0.0.100:80", "S", b""), Direction::FromClient),

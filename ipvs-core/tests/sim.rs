@@ -1341,8 +1341,8 @@ fn backup_fed_by_master_sync_takes_over() {
     let late = Director::new("late backup", 10, rules);
     // A partly filled message leaves after 500 ms (the kernel's 2 s would put the backup's timers 2 s behind).
     let mcfg = MasterConfig { flush_time: Duration::from_millis(500), ..MasterConfig::default() };
-    master.engine.start_sync_master(Master::new(mcfg).unwrap(), SyncMasterOptions::default());
-    backup.engine.start_sync_backup(Backup::new(backup.engine.sync_backup_config()).unwrap());
+    master.engine.start_sync_master(Master::new(mcfg).unwrap(), SyncMasterOptions::default()).unwrap();
+    backup.engine.start_sync_backup(Backup::new(backup.engine.sync_backup_config()).unwrap()).unwrap();
     let mut sim = Sim::new(0xfa11, vec![master, backup, late]);
     // The late backup joins later.
     sim.directors[2].alive = false;
@@ -1443,7 +1443,7 @@ fn backup_fed_by_master_sync_takes_over() {
     // ---- a late backup catches up by bulk resync ----
     sim.directors[2].alive = true;
     let late_backup = Backup::new(sim.directors[2].engine.sync_backup_config()).unwrap();
-    sim.directors[2].engine.start_sync_backup(late_backup);
+    sim.directors[2].engine.start_sync_backup(late_backup).unwrap();
     sim.directors[2].engine.with_sync_backup(|b| b.request_resync(now));
     sim.run_until(secs(6));
     let l = conn_map(&sim.directors[2].engine, sim.now);

@@ -332,7 +332,7 @@ fn drain(m: &Engine, now: Instant) -> (Vec<SyncConn>, Vec<Vec<u8>>) {
 #[test]
 fn sync_carries_the_call_id_and_the_backup_sticks_the_call() {
     let m = engine(SIP_RULES);
-    m.start_sync_master(Master::new(MasterConfig::default()).unwrap(), SyncMasterOptions::default());
+    m.start_sync_master(Master::new(MasterConfig::default()).unwrap(), SyncMasterOptions::default()).unwrap();
     let call = "f81d4fae-7dec-11d0-a765-00a0c91e6bf6@foo.bar.com";
     let rs = to_rs(&m, T0, sa(CLIENT, 5000), &sip("INVITE", Some(call)));
     let (recs, grams) = drain(&m, T0);
@@ -346,7 +346,7 @@ fn sync_carries_the_call_id_and_the_backup_sticks_the_call() {
                     -a -u 198.51.100.1:5060 -r 10.1.0.2:5060 -m\n\
                     -a -u 198.51.100.1:5060 -r 10.1.0.1:5060 -m\n";
     let b = engine(reversed);
-    b.start_sync_backup(Backup::new(b.sync_backup_config()).unwrap());
+    b.start_sync_backup(Backup::new(b.sync_backup_config()).unwrap()).unwrap();
     let mut applied = SyncApplied::default();
     for g in &grams {
         let SyncInput::Applied(a) = b.handle_sync_datagram(T0, g) else { panic!("not applied") };
@@ -361,7 +361,7 @@ fn sync_carries_the_call_id_and_the_backup_sticks_the_call() {
 
     // A backup without the SIP engine skips the record (kernel +50) and has no template.
     let off = engine_with(config(false), &SIP_RULES.replace(" --pe sip", ""));
-    off.start_sync_backup(Backup::new(off.sync_backup_config()).unwrap());
+    off.start_sync_backup(Backup::new(off.sync_backup_config()).unwrap()).unwrap();
     let mut skipped = 0;
     for g in &grams {
         let SyncInput::Applied(a) = off.handle_sync_datagram(T0, g) else { panic!("not applied") };

@@ -334,9 +334,14 @@ impl Tunnel {
 /// `copy_dont_frag`. The remote-checksum GUE option is never written: packets here always carry complete
 /// checksums, the case in which the kernel leaves it out too.
 ///
+/// The outer family is the tunnel addresses', whatever the inner packet's (mixed-family tunnels, facts §9.4):
+/// an IPv4 packet in IPv6 gets next header 4 (IPIP), GUE protocol 4 or GRE protocol 0x0800, and its TTL as the
+/// outer hop limit; an IPv6 packet in IPv4 gets protocol 41, GUE protocol 41 or GRE 0x86DD, its hop limit as
+/// the outer TTL, and DF clear (an IPv6 packet has no DF to copy).
+///
 /// # Errors
-/// When the headroom is too small, the inner bytes are not a valid IP packet, or the outer packet would
-/// exceed 65535 bytes (IPv4 total length / IPv6 payload length).
+/// When the headroom is too small, the inner bytes are not a valid IP packet, the tunnel's two addresses are of
+/// different families, or the outer packet would exceed 65535 bytes (IPv4 total length / IPv6 payload length).
 pub fn encapsulate(buf: &mut [u8], inner_offset: usize, inner_len: usize, tunnel: &Tunnel) -> Result<usize> {
     let header_len = tunnel.header_len();
     let start = inner_offset.checked_sub(header_len).ok_or(Error)?;

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 
 use ipvs_core::config::ServiceEntry;
 use ipvs_core::ipvsadm::{parse_rules, RuleError};
-use ipvs_core::proto::{AddressFamily, Duration, FwdMethod, Instant, ServiceKey};
+use ipvs_core::proto::{Duration, FwdMethod, Instant, ServiceKey};
 use ipvs_core::slow_start::SlowStart;
 use ipvs_core::sync::Version;
 use ipvs_core::{
@@ -423,19 +423,13 @@ impl Director {
     /// The limits of this director on top of ipvsadm's rules.
     fn check_supported(&self, command: &Command) -> Result<(), Refusal> {
         match command {
-            Command::AddService(c) | Command::EditService(c) if c.pe_name.is_some() => {
-                Err(Refusal::Engine(EngineError::PersistenceEngineUnavailable))
-            }
-            Command::AddDest { service, dest } | Command::EditDest { service, dest } => {
+            Command::AddDest { dest, .. } | Command::EditDest { dest, .. } => {
                 if dest.fwd == FwdMethod::DirectRoute {
                     return Err(Refusal::DirectRouting(dest.addr));
                 }
                 let ip = dest.addr.ip();
                 if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
                     return Err(Refusal::Engine(EngineError::DestAddress(ip)));
-                }
-                if AddressFamily::of(&ip) != service.family() && dest.fwd == FwdMethod::Tunnel {
-                    return Err(Refusal::Engine(EngineError::MixedFamilyTunnel));
                 }
                 Ok(())
             }
@@ -737,9 +731,13 @@ mod tests {
         let d = director();
         d.apply_rules(RULES).unwrap();
         let before = save(&d);
-        // The model accepts --pe sip; the check refuses it — with earlier lines of the file not applied.
-        let e = d.apply_rules("-D -t 10.0.0.100:80\n-C\n-A -t 10.0.0.9:80 -p --pe sip\n").unwrap_err();
-        assert_eq!(e.line(), 3);
+        // The model accepts an IPv6 tunnel server on an IPv4 service; the engine refuses it (this director has
+        // no IPv6 address for the outer header) — with earlier lines of the file not applied.
+        let e = d
+            .apply_rules("-D -t 10.0.0.100:80\n-C\n-A -t 10.0.0.9:80\n-a -t 10.0.0.9:80 -r [2001:db8::1]:80 -i\n")
+            .unwrap_err();
+        assert_eq!(e.line(), 4);
+        assert!(e.to_string().contains("local_v6"), "{e}");
         assert_eq!(save(&d), before);
     }
 

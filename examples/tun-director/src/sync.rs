@@ -178,7 +178,10 @@ impl SyncRunner {
             ..MasterConfig::default()
         };
         let master = Master::new(mc).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        director.engine().start_sync_master(master, SyncMasterOptions::default());
+        director
+            .engine()
+            .start_sync_master(master, SyncMasterOptions::default())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let (group, port) = (config.group(), config.port());
@@ -226,7 +229,10 @@ impl SyncRunner {
         bc.syncid = config.syncid;
         bc.maxlen = usize::from(config.maxlen(mtu));
         let backup = Backup::new(bc).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        director.engine().start_sync_backup(backup);
+        director
+            .engine()
+            .start_sync_backup(backup)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let spawned = std::thread::Builder::new().name("sync-backup".into()).spawn(move || {
@@ -321,8 +327,10 @@ mod tests {
         let b = Director::new(DirectorOptions::new([2; 16])).unwrap();
         a.apply_rules(RULES).unwrap();
         b.apply_rules(RULES).unwrap();
-        a.engine().start_sync_master(Master::new(MasterConfig::default()).unwrap(), SyncMasterOptions::default());
-        b.engine().start_sync_backup(Backup::new(b.engine().sync_backup_config()).unwrap());
+        a.engine()
+            .start_sync_master(Master::new(MasterConfig::default()).unwrap(), SyncMasterOptions::default())
+            .unwrap();
+        b.engine().start_sync_backup(Backup::new(b.engine().sync_backup_config()).unwrap()).unwrap();
         // SYN, ACK, data: the third client packet syncs an ESTABLISHED conn (and its template).
         let client = [192, 0, 2, 7];
         for flags in [0x02u8, 0x10, 0x18] {

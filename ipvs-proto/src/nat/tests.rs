@@ -182,3 +182,86 @@ fn encapsulate_rejects_non_ip_inner() {
     let mut buf = vec![0u8; 60];
     assert_eq!(encapsulate(&mut buf, 20, 40, &t), Err(Error));
 }
+
+/// An IPv6 TCP SYN 2001:db8:c::1 → 2001:db8:f::1 (hop limit 63, traffic class 0x29) after `headroom` bytes.
+fn tcp_v6(headroom: usize) -> Vec<u8> {
+    let (src, dst): (Ipv6Addr, Ipv6Addr) = ("2001:db8:c::1".parse().unwrap(), "2001:db8:f::1".parse().unwrap());
+    let tcp = TcpRepr {
+        src_port: 40000,
+        dst_port: 80,
+        seq_number: 7,
+        ack_number: 0,
+        flags: tcp::Flags::SYN,
+        window_len: 1000,
+        urgent_at: 0,
+        payload_len: 4,
+    };
+    let ip = ipv6::Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: Protocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 63,
+    };
+    let mut buf = vec![0u8; headroom + ip.buffer_len() + tcp.buffer_len()];
+    let mut p = ipv6::Packet::new_unchecked(&mut buf[headroom..]);
+    ip.emit(&mut p);
+    p.set_traffic_class(0x29);
+    tcp.emit(&mut tcp::Packet::new_unchecked(&mut buf[headroom + 40..]), &src.into(), &dst.into(), b"data");
+    buf
+}
+
+#[test]
+fn encapsulate_ipv4_in_ipv6_ipip() {
+    let t = tunnel(Encap::Ipip, true);
+    assert_eq!(t.header_len(), 40);
+    let mut buf = tcp_v4(C, V, t.header_len());
+    let inner = buf[40..].to_vec();
+    encapsulate(&mut buf, 40, inner.len(), &t).unwrap();
+    // Raw bytes, independent of the parser: version 6, next header 4, payload length, hop limit = inner TTL.
+    assert_eq!(buf[0] >> 4, 6);
+    assert_eq!(usize::from(u16::from_be_bytes([buf[4], buf[5]])), inner.len());
+    assert_eq!((buf[6], buf[7]), (4, 63));
+    assert_eq!(&buf[8..24], &"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+    assert_eq!(&buf[24..40], &"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets());
+    assert_eq!(&buf[40..], &inner[..], "inner packet intact");
+}
+
+#[test]
+fn encapsulate_ipv6_in_ipv4_ipip_and_gre() {
+    let t = tunnel(Encap::Ipip, false);
+    let mut buf = tcp_v6(20);
+    let inner = buf[20..].to_vec();
+    encapsulate(&mut buf, 20, inner.len(), &t).unwrap();
+    let p = ipv4::Packet::new_checked(&buf[..]).unwrap();
+    assert!(p.verify_checksum());
+    assert_eq!((u8::from(p.next_header()), p.hop_limit(), p.dont_frag()), (41, 63, false));
+    assert_eq!(usize::from(p.total_len()), buf.len());
+    assert_eq!((p.dscp(), p.ecn()), (0x29 >> 2, 0b01), "traffic class copied");
+    assert_eq!(&buf[20..], &inner[..]);
+
+    let t = tunnel(Encap::Gre { checksum: false }, false);
+    let mut buf = tcp_v6(24);
+    encapsulate(&mut buf, 24, inner.len(), &t).unwrap();
+    assert_eq!(buf[9], 47);
+    assert_eq!(&buf[20..24], &[0, 0, 0x86, 0xdd], "GRE carrying IPv6");
+    assert_eq!(&buf[24..], &inner[..]);
+
+    let t = tunnel(Encap::Gue { src_port: 1, dst_port: 2, checksum: true }, false);
+    let mut buf = tcp_v6(32);
+    encapsulate(&mut buf, 32, inner.len(), &t).unwrap();
+    assert_eq!(&buf[28..32], &[0, 41, 0, 0], "GUE protocol 41 (IPv6)");
+    let outer = ip::parse(&buf).unwrap();
+    assert!(udp::Packet::new_checked(outer.l4(&buf)).unwrap().verify_checksum(&outer.src_addr, &outer.dst_addr));
+}
+
+#[test]
+fn encapsulate_rejects_tunnel_addresses_of_two_families() {
+    let mut t = tunnel(Encap::Ipip, true);
+    t.src_addr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    let mut buf = tcp_v4(C, V, t.header_len());
+    let before = buf.clone();
+    let len = buf.len() - t.header_len();
+    assert_eq!(encapsulate(&mut buf, t.header_len(), len, &t), Err(Error));
+    assert_eq!(buf, before);
+}
