@@ -4,8 +4,10 @@
 //! `testdata/kernel-6.1`) with `qemu-system-x86_64 -accel tcg`, configure it with Debian's `ipvsadm`, send it
 //! crafted packets, read back what it did, and compare that with our crates called in-process:
 //!
-//! - **scheduler differential** ([`sched`]): random services for every deterministic scheduler, random flows;
-//!   the kernel's picks become a `sched-picks` file that [`ipvs_sched::replay`] replays.
+//! - **scheduler differential** ([`sched`], [`persist`]): random services for every deterministic scheduler,
+//!   random flows; the kernel's picks become `sched-picks` files. The plain services' flows are replayed
+//!   through ipvs-sched (every pick and every refusal compared; [`ipvs_sched::replay`] reads the file too),
+//!   the persistent services' through an [`ipvs_core::Engine`] (real server per flow, and the templates).
 //! - **rules round trip** ([`rules`]): the guest's `ipvsadm -S -n` through [`ipvs_core::ipvsadm`] and back.
 //! - **protocol state sequences** ([`states`]): random TCP (plain and `secure_tcp`), UDP and SCTP packet
 //!   paths through the kernel and through [`ipvs_core::replay_states`] (UDP: [`states::replay_udp`]).
@@ -42,6 +44,7 @@ pub mod guest;
 pub mod kmod;
 pub mod netns;
 pub mod packet;
+pub mod persist;
 pub mod procfs;
 pub mod rng;
 pub mod rules;

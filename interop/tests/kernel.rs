@@ -63,48 +63,120 @@ fn sh(test: &str, guest: &mut Guest, script: &str) -> String {
     guest.sh(script).unwrap_or_else(|e| panic!("{test}: {e}\nconsole:\n{}", guest.console_tail(20)))
 }
 
-/// Random services for every deterministic scheduler and a few hundred flows, scheduled by the kernel and
-/// replayed through ipvs-sched: every pick must agree.
+/// Random services for every deterministic scheduler and a few hundred flows, scheduled by the kernel: the
+/// plain services replayed through ipvs-sched (every pick and every refusal must agree), the persistent ones
+/// through an ipvs-core engine (every flow's real server or refusal, and every template, must agree).
 #[test]
 fn scheduler_differential() {
     const T: &str = "scheduler differential";
+    const TP: &str = "scheduler differential (persistent services)";
     let Some(art) = artifacts(T) else { return };
     let start = Instant::now();
     let seed = seed(T);
     let flows = std::env::var("IPVS_INTEROP_FLOWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let plan = sched::generate(seed, flows);
+    let plan = sched::generate(seed, flows, flows * 3 / 10);
     let mut guest = boot(T, art);
     sh(T, &mut guest, &plan.config_script());
-    let proc_conn = sh(T, &mut guest, &plan.flows_script());
-    let picks = plan.picks_file(&proc_conn, &guest.release);
+    let sent = Instant::now();
+    let kernel = sched::KernelRun::parse(&sh(T, &mut guest, &plan.flows_script()));
+    let sent = sent.elapsed();
+    let picks = plan.picks_files(&kernel, &guest.release);
     drop(guest);
     let out = art.cache.join("out");
     std::fs::create_dir_all(&out).expect("out dir");
     let file = out.join("sched-picks-latest.tsv");
+    let persistent_file = out.join("sched-picks-persistent-latest.tsv");
     std::fs::write(&file, &picks.file).expect("writing the picks file");
+    std::fs::write(&persistent_file, &picks.persistent_file).expect("writing the persistent picks file");
+    let n_persistent = plan.services.iter().filter(|s| s.is_persistent()).count();
     println!(
-        "{T}: {} services, {} flows, {} scheduled by the kernel, refused: {:?}; picks in {}",
+        "{T}: {} services ({n_persistent} persistent), {} flows ({} to persistent services) sent in {:.1} s, \
+         {} conns and {} templates in the kernel; plain services' flows refused: {:?}; picks in {} and {}",
         plan.services.len(),
         plan.flows.len(),
-        picks.rows,
+        plan.flows_of(true).count(),
+        sent.as_secs_f64(),
+        kernel.conns.len(),
+        kernel.templates.len(),
         picks.refused,
+        file.display(),
+        persistent_file.display()
+    );
+
+    // Plain services: our own replay (picks and refusals), and ipvs-sched's replay of the logged file.
+    let cmp = plan.replay_sched(&kernel);
+    let report = ipvs_sched::replay::replay(&picks.file).unwrap_or_else(|e| panic!("{T}: replay: {e}"));
+    let print_services = |test: &str, cmp: &sched::Comparison| {
+        for t in &cmp.per_service {
+            let svc = &plan.services[t.service];
+            println!(
+                "{test}:   {}{} ({}, {} dests): {} picks, {} refusals",
+                svc.selector,
+                svc.persistence.as_ref().map(|p| format!(" {p}")).unwrap_or_default(),
+                svc.scheduler,
+                svc.dests.len(),
+                t.picks,
+                t.refusals
+            );
+        }
+        for d in &cmp.differences {
+            println!("{test}:   {d}");
+        }
+    };
+    print_services(T, &cmp);
+    for d in &report.disagreements {
+        println!("{T}:   ipvs_sched::replay: {d}");
+    }
+    println!(
+        "{T}: {} picks agree, {} refusals agree ({:.1} s)",
+        cmp.picks,
+        cmp.refusals,
+        start.elapsed().as_secs_f64()
+    );
+
+    // Persistent services: an engine fed the same packets.
+    let ours = ipvs_interop::persist::run_engine(&plan).unwrap_or_else(|e| panic!("{TP}: {e}"));
+    let pcmp = ipvs_interop::persist::compare(&plan, &kernel, &ours);
+    print_services(TP, &pcmp);
+    println!(
+        "{TP}: {} picks agree, {} refusals agree, {} templates agree ({:.1} s)",
+        pcmp.picks,
+        pcmp.refusals,
+        pcmp.templates,
+        start.elapsed().as_secs_f64()
+    );
+
+    let n_plain = plan.flows_of(false).count();
+    assert!(cmp.picks.total > n_plain / 2, "{T}: the kernel scheduled too few flows ({})", cmp.picks.total);
+    assert!(cmp.refusals.total > 0, "{T}: the kernel refused no flow: the refusal check checked nothing");
+    assert!(
+        cmp.all_agree(),
+        "{T}: {} of {} picks and {} of {} refusals differ (seed {seed}; file {})",
+        cmp.picks.total - cmp.picks.agree,
+        cmp.picks.total,
+        cmp.refusals.total - cmp.refusals.agree,
+        cmp.refusals.total,
         file.display()
     );
-    let report = ipvs_sched::replay::replay(&picks.file).unwrap_or_else(|e| panic!("{T}: replay: {e}"));
-    for ((sel, agree, total), svc) in report.per_service.iter().zip(&plan.services) {
-        println!("{T}:   {sel} ({}, {} dests): {agree}/{total}", svc.scheduler, svc.dests);
-    }
-    for d in &report.disagreements {
-        println!("{T}:   {d}");
-    }
-    println!("{T}: {}/{} picks agree ({:.1} s)", report.agree, report.total, start.elapsed().as_secs_f64());
-    assert!(report.total > plan.flows.len() / 2, "{T}: the kernel scheduled too few flows ({})", report.total);
     assert!(
-        report.all_agree(),
-        "{T}: {} of {} picks differ (seed {seed}; file {})",
-        report.total - report.agree,
-        report.total,
-        file.display()
+        report.all_agree() && report.total == cmp.picks.total,
+        "{T}: ipvs_sched::replay of {}: {}/{} picks agree",
+        file.display(),
+        report.agree,
+        report.total
+    );
+    assert!(pcmp.picks.total > plan.flows_of(true).count() / 2, "{TP}: the kernel scheduled too few flows");
+    assert!(
+        kernel.templates.len() < pcmp.picks.total,
+        "{TP}: no client network came back ({} templates for {} conns)",
+        kernel.templates.len(),
+        pcmp.picks.total
+    );
+    assert!(
+        pcmp.all_agree(),
+        "{TP}: {} differences (seed {seed}; file {})",
+        pcmp.differences.len(),
+        persistent_file.display()
     );
 }
 
