@@ -282,7 +282,17 @@ impl LocalConnTable {
 
     /// See [`ConnTable::handle_timeout`](crate::ConnTable::handle_timeout).
     pub fn handle_timeout(&mut self, now: Instant, expired: &mut Vec<Expired>) {
-        ops::handle_timeout(self, now, expired);
+        ops::handle_timeout(self, now, expired, None);
+    }
+
+    /// See [`ConnTable::handle_timeout_with_push_backs`](crate::ConnTable::handle_timeout_with_push_backs).
+    pub fn handle_timeout_with_push_backs(
+        &mut self,
+        now: Instant,
+        expired: &mut Vec<Expired>,
+        pushed_back: &mut Vec<ConnId>,
+    ) {
+        ops::handle_timeout(self, now, expired, Some(pushed_back));
     }
 
     /// See [`ConnTable::drop_entry`](crate::ConnTable::drop_entry).

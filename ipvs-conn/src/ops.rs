@@ -583,7 +583,12 @@ pub(crate) fn fill_cport<S: ShardWrite>(s: &mut S, id: ConnId, cport: u16) -> Re
 
 // ---- timers -------------------------------------------------------------------------------------------------
 
-pub(crate) fn handle_timeout<S: ShardWrite>(s: &mut S, now: Instant, out: &mut Vec<Expired>) {
+pub(crate) fn handle_timeout<S: ShardWrite>(
+    s: &mut S,
+    now: Instant,
+    out: &mut Vec<Expired>,
+    mut pushed_back: Option<&mut Vec<ConnId>>,
+) {
     let mut deferred = Vec::new();
     for i in 0..s.geometry().n_shards {
         let from = out.len();
@@ -603,14 +608,26 @@ pub(crate) fn handle_timeout<S: ShardWrite>(s: &mut S, now: Instant, out: &mut V
                 progress = true;
                 false
             }
-            Settle::Gone | Settle::Rescheduled | Settle::PushedBack => false,
+            Settle::PushedBack => {
+                if let Some(p) = pushed_back.as_deref_mut() {
+                    p.push(id);
+                }
+                false
+            }
+            Settle::Gone | Settle::Rescheduled => false,
         });
         unlink_controls(s, out, from);
     }
     for id in deferred {
         let from = out.len();
-        if let Settle::Expired(e) = s.write(id.shard(), |sh, c| sh.settle(now, id, true, c)) {
-            out.push(e);
+        match s.write(id.shard(), |sh, c| sh.settle(now, id, true, c)) {
+            Settle::Expired(e) => out.push(e),
+            Settle::PushedBack => {
+                if let Some(p) = pushed_back.as_deref_mut() {
+                    p.push(id);
+                }
+            }
+            Settle::Gone | Settle::Rescheduled | Settle::Pending => {}
         }
         unlink_controls(s, out, from);
     }

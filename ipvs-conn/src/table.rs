@@ -349,7 +349,18 @@ impl ConnTable {
     /// Expires every entry due at `now` into `expired`. A due conn that controls others is pushed back 60 s
     /// (the kernel's "expire later"), unless all the conns it controls expire in this same call.
     pub fn handle_timeout(&self, now: Instant, expired: &mut Vec<Expired>) {
-        ops::handle_timeout(&mut &*self, now, expired);
+        ops::handle_timeout(&mut &*self, now, expired, None);
+    }
+
+    /// [`handle_timeout`](Self::handle_timeout), also listing in `pushed_back` the conns it pushed back (a
+    /// sync master sends those again so a backup's copy does not expire either, facts §3.5).
+    pub fn handle_timeout_with_push_backs(
+        &self,
+        now: Instant,
+        expired: &mut Vec<Expired>,
+        pushed_back: &mut Vec<ConnId>,
+    ) {
+        ops::handle_timeout(&mut &*self, now, expired, Some(pushed_back));
     }
 
     /// The kernel's `drop_entry` defense (facts §3.9): scans `n_buckets / 32` random index buckets and drops

@@ -518,8 +518,9 @@ impl Engine {
     /// [`Engine::poll_sync_transmit`]). A call before anything is due does nothing.
     pub fn handle_timeout(&self, now: Instant) {
         self.handle_sync_timeout(now);
-        let mut expired = Vec::new();
-        self.conns.handle_timeout(now, &mut expired);
+        let (mut expired, mut pushed_back) = (Vec::new(), Vec::new());
+        self.conns.handle_timeout_with_push_backs(now, &mut expired, &mut pushed_back);
+        self.sync_expire_later(now, &pushed_back);
         {
             let ctl = self.ctl.read();
             let occupancy = Occupancy::Table { len: self.conns.len(), capacity: self.conns.capacity() };

@@ -62,11 +62,13 @@
 //! service is linked to its template (as the master's conn is) when that template exists and points at the same
 //! real server — the backup's template then cannot expire while the conn lives, as on the master.
 //!
+//! The kernel's "expire later" is synced too: a due controller still controlling conns is pushed back 60 s by
+//! the table ([`ConnTable::handle_timeout_with_push_backs`](ipvs_conn::ConnTable::handle_timeout_with_push_backs)
+//! reports it) and a running master evaluates it with `pkts = sync_threshold`, so the backup's copy gets the 60 s
+//! too. The backup's own controllers are pushed back the same way while they control conns (see above).
+//!
 //! # Not reproduced
 //!
-//! - The sync from the kernel's "expire later" (a due controller still controlling conns is pushed back 60 s and
-//!   sent with `pkts = sync_threshold`): the connection table pushes controllers back internally, without a
-//!   hook. The backup's own controllers are pushed back the same way while they control conns (see above).
 //! - Only templates carry persistence-engine data here (as the kernel's do): a conn record with PE data is
 //!   applied as a plain conn, its data ignored. The backup links a synced conn of a `--pe sip` service to no
 //!   template (its record does not carry the call's Call-ID); such a conn still keeps its real server, and the
@@ -392,6 +394,15 @@ impl MasterInner {
         })
     }
 
+    /// The timer pushed conn `id` back 60 s ("expire later", facts §3.5): it is evaluated as after a packet,
+    /// with `sync_threshold` packets, so the backup's copy gets the new 60 s timeout too.
+    fn expire_later(&mut self, table: &ConnTable, now: Instant, id: ConnId) {
+        if let Some(view) = table.get(id) {
+            let pkts = self.master.threshold_pkts();
+            self.update_chain(table, now, id, view, pkts);
+        }
+    }
+
     /// A one-packet conn was forwarded: never sent itself, but its template is evaluated (v1 always, facts
     /// §12.10.1).
     fn one_packet(&mut self, table: &ConnTable, now: Instant, view: &ConnView, control: Option<ConnId>) {
@@ -607,6 +618,19 @@ impl Engine {
         if self.sync_master.running() {
             if let Some(m) = self.sync_master.inner.lock().as_mut() {
                 m.update_chain(&self.conns, now, id, *view, pkts);
+            }
+        }
+    }
+
+    /// The timer's hook after it pushed conns back (controllers of live conns): a running master sends them
+    /// again, as the kernel's "expire later" does.
+    pub(crate) fn sync_expire_later(&self, now: Instant, ids: &[ConnId]) {
+        if ids.is_empty() || !self.sync_master.running() {
+            return;
+        }
+        if let Some(m) = self.sync_master.inner.lock().as_mut() {
+            for &id in ids {
+                m.expire_later(&self.conns, now, id);
             }
         }
     }
@@ -1161,6 +1185,42 @@ mod tests {
                               -a -t 10.0.0.100:80 -r 10.1.0.1:8080 -m\n\
                               -A -u 10.0.0.100:53 -s rr -o -p 60\n\
                               -a -u 10.0.0.100:53 -r 10.3.0.1:5353 -m\n";
+
+    #[test]
+    fn a_template_pushed_back_by_its_live_conn_is_sent_again_with_60_s() {
+        let e = engine(PERSISTENT);
+        e.start_sync_master(Master::new(MasterConfig::default()).unwrap(), SyncMasterOptions::default()).unwrap();
+        let c = "192.0.2.7:40000";
+        for (pkt, dir) in [
+            (tcp(c, "10.0.0.100:80", "S", b""), Direction::FromClient),
+            (tcp("10.1.0.1:8080", c, "SA", b""), Direction::FromRealServer),
+            (tcp(c, "10.0.0.100:80", "A", b""), Direction::FromClient),
+            (tcp(c, "10.0.0.100:80", "A", b"data"), Direction::FromClient),
+        ] {
+            assert!(matches!(run(&e, &pkt, dir), Verdict::Forward { .. }));
+        }
+        assert!(!sent(&e).is_empty());
+        // The template (300 s) is due while its ESTABLISHED conn (900 s) lives: pushed back 60 s, and sent.
+        let later = T0 + Duration::from_secs(300);
+        e.handle_timeout(later);
+        e.with_sync_master(|m| m.flush(later));
+        let mut recs = Vec::new();
+        let mut buf = Vec::new();
+        while let Some(t) = e.poll_sync_transmit(later, &mut buf) {
+            recs.extend(decode_message(&buf[..t.len]).unwrap().into_message().conns);
+        }
+        let tpl = e.conns(later).into_iter().find(|c| c.is_template()).expect("template kept");
+        assert_eq!(tpl.expires, Duration::from_secs(60));
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        assert!(recs[0].is_template() && recs[0].timeout == Some(60), "{recs:?}");
+        // Without a master nothing is queued, and the table behaves the same.
+        let quiet = engine(PERSISTENT);
+        for pkt in [tcp(c, "10.0.0.100:80", "S", b""), tcp(c, "10.0.0.100:80", "A", b"")] {
+            assert!(matches!(run(&quiet, &pkt, Direction::FromClient), Verdict::Forward { .. }));
+        }
+        quiet.handle_timeout(later);
+        assert!(quiet.conns(later).iter().any(|c| c.is_template() && c.expires == Duration::from_secs(60)));
+    }
 
     #[test]
     fn master_sends_conns_templates_and_reply_state_changes() {

@@ -334,8 +334,11 @@ fn template_with_conns<T: Table>(t: &mut T, tpl_timeout: u64) -> (ConnId, ConnId
 fn controllers_wait_for_their_conns<T: Table>() {
     let mut t = T::make(cfg(100, 4), ms(0));
     let (tpl, a, b) = template_with_conns(&mut t, 5);
-    // The template is due at 5 s but controls two conns: pushed back 60 s.
-    assert!(t.expire_at(ms(5000)).is_empty());
+    // The template is due at 5 s but controls two conns: pushed back 60 s, and reported so.
+    let (mut out, mut pushed) = (Vec::new(), Vec::new());
+    t.handle_timeout_with_push_backs(ms(5000), &mut out, &mut pushed);
+    assert!(out.is_empty());
+    assert_eq!(pushed, vec![tpl]);
     let v = t.get(tpl).unwrap();
     assert_eq!(v.expires, ms(65_000));
     assert_eq!(v.timeout, secs(60));
@@ -345,8 +348,11 @@ fn controllers_wait_for_their_conns<T: Table>() {
     assert_eq!(t.get(tpl).unwrap().n_control, 1);
     assert_eq!(t.expire_at(ms(20_000)).iter().map(|e| e.id).collect::<Vec<_>>(), vec![b]);
     assert_eq!(t.get(tpl).unwrap().n_control, 0);
-    // Normal expiry of its conns does not drop the template: it waits for its own timer.
-    assert_eq!(t.expire_at(ms(65_000)).iter().map(|e| e.id).collect::<Vec<_>>(), vec![tpl]);
+    // Normal expiry of its conns does not drop the template: it waits for its own timer (and is not pushed back).
+    let (mut out, mut pushed) = (Vec::new(), Vec::new());
+    t.handle_timeout_with_push_backs(ms(65_000), &mut out, &mut pushed);
+    assert_eq!(out.iter().map(|e| e.id).collect::<Vec<_>>(), vec![tpl]);
+    assert!(pushed.is_empty());
 
     // When the template and its last conn are due at the same time, both go in the same call.
     let (tpl, a, b) = template_with_conns(&mut t, 20);

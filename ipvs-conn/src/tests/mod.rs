@@ -116,6 +116,7 @@ pub(crate) trait Table: Sized {
     fn fill_cport(&mut self, id: ConnId, cport: u16) -> Result<ConnId, FillCportError>;
     fn poll_timeout(&self) -> Option<Instant>;
     fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Expired>);
+    fn handle_timeout_with_push_backs(&mut self, now: Instant, out: &mut Vec<Expired>, pushed: &mut Vec<ConnId>);
     fn drop_entry(
         &mut self,
         now: Instant,
@@ -201,6 +202,14 @@ macro_rules! forward_table {
             }
             fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Expired>) {
                 <$ty>::handle_timeout(self, now, out)
+            }
+            fn handle_timeout_with_push_backs(
+                &mut self,
+                now: Instant,
+                out: &mut Vec<Expired>,
+                pushed: &mut Vec<ConnId>,
+            ) {
+                <$ty>::handle_timeout_with_push_backs(self, now, out, pushed)
             }
             fn drop_entry(
                 &mut self,
