@@ -19,7 +19,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use etherparse::{Ipv4HeaderSlice, PacketBuilder, SlicedPacket, TcpHeader, TransportSlice, UdpHeader};
+use etherparse::{Ipv4HeaderSlice, PacketBuilder};
 use ipvs_core::conn::ConnTableConfig;
 use ipvs_core::defense::{Defense, DefenseMode};
 use ipvs_core::proto::{DestId, Duration, FwdMethod, Instant, Protocol, ServiceKey};
@@ -27,6 +27,9 @@ use ipvs_core::{
     DestConfig, Direction, DropReason, Engine, EngineConfig, Event, IcmpKind, PacketBuf, Persistence, ServiceConfig,
     TunnelConfig, TunnelCsum, TunnelKind, Verdict,
 };
+
+mod support;
+use support::{checksums_ok, ones_sum};
 
 const HEADROOM: usize = 64;
 const NOW: Instant = Instant::from_secs(10);
@@ -193,65 +196,9 @@ fn crc32c(data: &[u8]) -> u32 {
     !crc
 }
 
-/// The one's-complement sum of `data` (RFC 1071), folded, not complemented.
-fn ones_sum(data: &[u8]) -> u16 {
-    let mut acc: u32 = 0;
-    for c in data.chunks(2) {
-        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
 fn ipv4_header_ok(pkt: &[u8]) {
     let h = Ipv4HeaderSlice::from_slice(pkt).unwrap().to_header();
     assert_eq!(h.calc_header_checksum(), h.header_checksum, "IPv4 header checksum");
-}
-
-/// Recomputes the IPv4 header checksum and the TCP/UDP/ICMP checksum (etherparse) of an IP packet.
-fn checksums_ok(pkt: &[u8]) {
-    let sliced = SlicedPacket::from_ip(pkt).expect("a valid IP packet");
-    let (v4, v6) = match &sliced.net {
-        Some(etherparse::NetSlice::Ipv4(ip)) => {
-            let h = ip.header().to_header();
-            assert_eq!(h.calc_header_checksum(), h.header_checksum, "IPv4 header checksum");
-            (Some((h.source, h.destination)), None)
-        }
-        Some(etherparse::NetSlice::Ipv6(ip)) => (None, Some((ip.header().source(), ip.header().destination()))),
-        None => panic!("no IP header"),
-    };
-    match &sliced.transport {
-        Some(TransportSlice::Tcp(t)) => {
-            let (th, payload) = TcpHeader::from_slice(t.slice()).unwrap();
-            let expect = match (v4, v6) {
-                (Some((s, d)), _) => th.calc_checksum_ipv4_raw(s, d, payload).unwrap(),
-                (_, Some((s, d))) => th.calc_checksum_ipv6_raw(s, d, payload).unwrap(),
-                _ => unreachable!(),
-            };
-            assert_eq!(th.checksum, expect, "TCP checksum");
-        }
-        Some(TransportSlice::Udp(u)) => {
-            let (uh, payload) = UdpHeader::from_slice(u.slice()).unwrap();
-            if uh.checksum != 0 {
-                let expect = match (v4, v6) {
-                    (Some((s, d)), _) => uh.calc_checksum_ipv4_raw(s, d, payload).unwrap(),
-                    (_, Some((s, d))) => uh.calc_checksum_ipv6_raw(s, d, payload).unwrap(),
-                    _ => unreachable!(),
-                };
-                assert_eq!(uh.checksum, expect, "UDP checksum");
-            }
-        }
-        Some(TransportSlice::Icmpv4(i)) => {
-            assert_eq!(i.checksum(), i.icmp_type().calc_checksum(i.payload()), "ICMP checksum");
-        }
-        Some(TransportSlice::Icmpv6(i)) => {
-            let (s, d) = v6.unwrap();
-            assert_eq!(i.checksum(), i.icmp_type().calc_checksum(s, d, i.payload()).unwrap(), "ICMPv6 checksum");
-        }
-        None => {}
-    }
 }
 
 fn dst_of(pkt: &[u8]) -> Ipv4Addr {
