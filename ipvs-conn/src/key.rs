@@ -42,6 +42,34 @@ impl From<&FlowKey> for InKey {
     }
 }
 
+/// What an "in" lookup that found nothing knows about the flow: its client tuple and that tuple's keyed hash.
+///
+/// Hand it to [`ConnTable::insert_after_miss`](crate::ConnTable::insert_after_miss) (or the
+/// [`LocalConnTable`](crate::LocalConnTable) one) with the conn of the same flow, so the insert does not hash the
+/// client tuple again (the hash is a keyed SipHash, a few tens of nanoseconds per new conn). The insert uses
+/// the hash only for a conn whose client tuple is the one hashed here and that is not a template; for anything
+/// else it hashes afresh, so a mismatched miss can cost time but never misplace an entry.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct InMiss {
+    pub(crate) protocol: u8,
+    pub(crate) caddr: IpAddr,
+    pub(crate) cport: u16,
+    /// `None` for a key of mixed families (nothing to hash; such a conn cannot be inserted).
+    pub(crate) hash: Option<u64>,
+}
+
+impl InMiss {
+    /// The stored hash, if `(protocol, caddr, cport)` is the tuple it was computed for.
+    #[inline]
+    pub(crate) fn hash_for(&self, protocol: u8, caddr: IpAddr, cport: u16) -> Option<u64> {
+        if self.protocol == protocol && self.caddr == caddr && self.cport == cport {
+            self.hash
+        } else {
+            None
+        }
+    }
+}
+
 /// Key of the "out" lookup (the kernel's `conn_out_get`): a reply packet from the real server (NAT), or any
 /// packet whose source is the service side and whose destination is a client (ICMP errors, DR/TUN replies).
 ///

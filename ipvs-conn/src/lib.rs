@@ -93,7 +93,7 @@ pub use entry::{
 };
 pub use error::{FillCportError, InsertError, RemoveError};
 pub use ipvs_proto;
-pub use key::{mask_client, InKey, OutKey, TemplateKey, MAX_PE_DATA};
+pub use key::{mask_client, InKey, InMiss, OutKey, TemplateKey, MAX_PE_DATA};
 pub use local::LocalConnTable;
 pub use shard::{MemoryStats, ProbeStats};
 pub use table::ConnTable;

@@ -9,7 +9,7 @@ use crate::config::{ConfigError, ConnTableConfig, Geometry};
 use crate::drop::DropEntry;
 use crate::entry::{ConnId, ConnMut, ConnView, Expired, NewConn};
 use crate::error::{FillCportError, InsertError, RemoveError};
-use crate::key::{InKey, KeyHasher, OutKey, TemplateKey};
+use crate::key::{InKey, InMiss, KeyHasher, OutKey, TemplateKey};
 use crate::ops::{self, ShardRead, ShardWrite};
 use crate::shard::{Counters, MemoryStats, ProbeStats, Shard};
 
@@ -168,7 +168,16 @@ impl LocalConnTable {
     ///
     /// As [`ConnTable::insert`](crate::ConnTable::insert).
     pub fn insert(&mut self, now: Instant, conn: NewConn) -> Result<ConnId, InsertError> {
-        ops::insert(self, now, &conn, None)
+        ops::insert(self, now, &conn, None, None)
+    }
+
+    /// See [`ConnTable::insert_after_miss`](crate::ConnTable::insert_after_miss).
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnTable::insert`](crate::ConnTable::insert).
+    pub fn insert_after_miss(&mut self, now: Instant, conn: NewConn, miss: &InMiss) -> Result<ConnId, InsertError> {
+        ops::insert(self, now, &conn, None, Some(miss))
     }
 
     /// See [`ConnTable::insert_pe_template`](crate::ConnTable::insert_pe_template).
@@ -182,13 +191,23 @@ impl LocalConnTable {
         template: NewConn,
         pe_data: &[u8],
     ) -> Result<ConnId, InsertError> {
-        ops::insert(self, now, &template, Some(pe_data))
+        ops::insert(self, now, &template, Some(pe_data), None)
     }
 
     /// See [`ConnTable::lookup_in`](crate::ConnTable::lookup_in).
     #[inline]
     pub fn lookup_in(&self, key: &InKey) -> Option<(ConnId, ConnView)> {
         ops::lookup_in(self, key)
+    }
+
+    /// See [`ConnTable::lookup_in_or_miss`](crate::ConnTable::lookup_in_or_miss).
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnTable::lookup_in_or_miss`](crate::ConnTable::lookup_in_or_miss).
+    #[inline]
+    pub fn lookup_in_or_miss(&self, key: &InKey) -> Result<(ConnId, ConnView), InMiss> {
+        ops::lookup_in_or_miss(self, key)
     }
 
     /// See [`ConnTable::lookup_out`](crate::ConnTable::lookup_out).

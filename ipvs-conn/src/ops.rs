@@ -18,7 +18,7 @@ use crate::drop::DropEntry;
 use crate::entry::{saturate_ms, Addr, ConnId, ConnMut, ConnView, Expired, Fam, NewConn, NO_DEST};
 use crate::error::{FillCportError, InsertError, RemoveError};
 use crate::index::{prefetch, Index};
-use crate::key::{InKey, KeyHasher, OutKey, TemplateKey, MAX_PE_DATA};
+use crate::key::{InKey, InMiss, KeyHasher, OutKey, TemplateKey, MAX_PE_DATA};
 use crate::shard::{Counters, MemoryStats, NewEntry, ProbeStats, Settle, Shard, SlabOf};
 
 /// Read access to a set of shards.
@@ -153,6 +153,32 @@ pub(crate) fn lookup_in<S: ShardRead>(s: &S, key: &InKey) -> Found {
         Fam::V4(k) => lookup_in_typed(s, &k),
         Fam::V6(k) => lookup_in_typed(s, &k),
     }
+}
+
+/// [`lookup_in_typed`] that keeps the hash of a miss for the insert that usually follows.
+#[inline(always)]
+fn lookup_in_or_miss_typed<S: ShardRead, A: SlabOf>(
+    s: &S,
+    k: &crate::entry::InK<A>,
+) -> Result<(ConnId, ConnView), Option<u64>> {
+    let hash = A::hash_client(s.hasher(), k.proto, k.caddr, k.cport);
+    let found = s.read(s.shard_for(hash), |sh| sh.find_in(hash, k).map(|loc| sh.found::<A>(loc)));
+    let found = match found {
+        None if k.cport != 0 && s.counters().any_no_cport() => lookup_in_no_cport(s, k),
+        f => f,
+    };
+    found.ok_or(Some(hash))
+}
+
+/// [`lookup_in`], returning on a miss what [`insert`] needs to skip hashing the flow again.
+#[inline]
+pub(crate) fn lookup_in_or_miss<S: ShardRead>(s: &S, key: &InKey) -> Result<(ConnId, ConnView), InMiss> {
+    let r = match key.typed() {
+        Some(Fam::V4(k)) => lookup_in_or_miss_typed(s, &k),
+        Some(Fam::V6(k)) => lookup_in_or_miss_typed(s, &k),
+        None => Err(None),
+    };
+    r.map_err(|hash| InMiss { protocol: u8::from(key.protocol), caddr: key.caddr, cport: key.cport, hash })
 }
 
 fn lookup_out_typed<S: ShardRead, A: SlabOf>(s: &S, k: &crate::entry::OutK<A>) -> Found {
@@ -338,12 +364,23 @@ pub(crate) fn memory_stats<S: ShardRead>(s: &S) -> MemoryStats {
 
 // ---- insert -------------------------------------------------------------------------------------------------
 
-fn entry<A: Addr>(h: &KeyHasher, n: &NewConn, pe: Option<&[u8]>, caddr: A, vaddr: A, daddr: A) -> NewEntry<A> {
+fn entry<A: Addr>(
+    h: &KeyHasher,
+    n: &NewConn,
+    pe: Option<&[u8]>,
+    miss: Option<&InMiss>,
+    caddr: A,
+    vaddr: A,
+    daddr: A,
+) -> NewEntry<A> {
     let proto = u8::from(n.protocol);
+    // A template is hashed without its port (or by its data), never as the flow a miss hashed.
+    let known = miss.filter(|_| !n.is_template()).and_then(|m| m.hash_for(proto, n.caddr, n.cport));
     NewEntry {
-        hash: match pe {
-            Some(d) => h.pe(d),
-            None => A::hash_client(h, proto, caddr, n.cport),
+        hash: match (pe, known) {
+            (Some(d), _) => h.pe(d),
+            (None, Some(hash)) => hash,
+            (None, None) => A::hash_client(h, proto, caddr, n.cport),
         },
         proto,
         caddr,
@@ -366,6 +403,7 @@ fn typed_new(
     h: &KeyHasher,
     n: &NewConn,
     pe: Option<&[u8]>,
+    miss: Option<&InMiss>,
 ) -> Result<Fam<NewEntry<Ipv4Addr>, NewEntry<Ipv6Addr>>, InsertError> {
     if n.flags.contains(ConnFlags::ONE_PACKET) {
         return Err(InsertError::OnePacket);
@@ -382,20 +420,22 @@ fn typed_new(
         return Err(InsertError::Invalid);
     }
     match (n.caddr, n.vaddr, n.daddr) {
-        (IpAddr::V4(c), IpAddr::V4(v), IpAddr::V4(d)) => Ok(Fam::V4(entry(h, n, pe, c, v, d))),
-        (IpAddr::V6(c), IpAddr::V6(v), IpAddr::V6(d)) => Ok(Fam::V6(entry(h, n, pe, c, v, d))),
+        (IpAddr::V4(c), IpAddr::V4(v), IpAddr::V4(d)) => Ok(Fam::V4(entry(h, n, pe, miss, c, v, d))),
+        (IpAddr::V6(c), IpAddr::V6(v), IpAddr::V6(d)) => Ok(Fam::V6(entry(h, n, pe, miss, c, v, d))),
         _ => Err(InsertError::Invalid),
     }
 }
 
-/// Inserts `n`; `pe` is the persistence-engine data of a template (`None` for everything else).
+/// Inserts `n`; `pe` is the persistence-engine data of a template (`None` for everything else); `miss` is the
+/// miss of the lookup of `n`'s flow, whose hash is reused when it is `n`'s (see [`InMiss`]).
 pub(crate) fn insert<S: ShardWrite>(
     s: &mut S,
     now: Instant,
     n: &NewConn,
     pe: Option<&[u8]>,
+    miss: Option<&InMiss>,
 ) -> Result<ConnId, InsertError> {
-    let e = typed_new(s.hasher(), n, pe)?;
+    let e = typed_new(s.hasher(), n, pe, miss)?;
     if let Some(ctl) = n.control {
         if !s.has_shard(ctl) || !s.write(ctl.shard(), |sh, _| sh.inc_control(ctl)) {
             return Err(InsertError::ControlGone(ctl));

@@ -73,7 +73,16 @@ impl<A: Addr> Slab<A> {
     fn alloc(&mut self, limit: usize) -> Option<u32> {
         if self.free != NIL {
             let i = self.free;
-            self.free = self.hot[i as usize].m.n_control;
+            let next = self.hot[i as usize].m.n_control;
+            self.free = next;
+            // The free list is threaded through the hot lines, so the next alloc's first read is the new
+            // head's hot line, and its writes go to that line and the cold one: fetch both now, so the miss
+            // overlaps the work until that alloc instead of stalling it (the read of `n_control` above was
+            // ~90 % of `alloc`'s samples in the new-conn bench without this).
+            if let (Some(h), Some(c)) = (self.hot.get(next as usize), self.cold.get(next as usize)) {
+                crate::index::prefetch(core::ptr::from_ref(h) as usize);
+                crate::index::prefetch(core::ptr::from_ref(c) as usize);
+            }
             return Some(i);
         }
         let len = self.hot.len();

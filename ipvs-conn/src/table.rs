@@ -8,7 +8,7 @@ use crate::config::{ConfigError, ConnTableConfig, Geometry};
 use crate::drop::DropEntry;
 use crate::entry::{ConnId, ConnMut, ConnView, Expired, NewConn};
 use crate::error::{FillCportError, InsertError, RemoveError};
-use crate::key::{InKey, KeyHasher, OutKey, TemplateKey};
+use crate::key::{InKey, InMiss, KeyHasher, OutKey, TemplateKey};
 use crate::ops::{self, ShardRead, ShardWrite};
 use crate::primitive::{AtomicUsize, Mutex, MutexGuard, Ordering};
 use crate::shard::{Counters, MemoryStats, ProbeStats, Shard};
@@ -217,7 +217,19 @@ impl ConnTable {
     /// exactly one succeeds), [`InsertError::Full`] at capacity, [`InsertError::OnePacket`] for `ONE_PACKET`
     /// conns (never inserted), [`InsertError::ControlGone`], [`InsertError::Invalid`].
     pub fn insert(&self, now: Instant, conn: NewConn) -> Result<ConnId, InsertError> {
-        ops::insert(&mut &*self, now, &conn, None)
+        ops::insert(&mut &*self, now, &conn, None, None)
+    }
+
+    /// [`insert`](Self::insert) of the conn whose flow [`lookup_in_or_miss`](Self::lookup_in_or_miss) just
+    /// missed: the client tuple's hash is taken from `miss` instead of being computed again (when `conn` is that
+    /// flow's conn and not a template; otherwise it is computed as `insert` does). The same checks and the same
+    /// result as `insert`: a conn inserted meanwhile by someone else is still found ([`InsertError::Exists`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`insert`](Self::insert).
+    pub fn insert_after_miss(&self, now: Instant, conn: NewConn, miss: &InMiss) -> Result<ConnId, InsertError> {
+        ops::insert(&mut &*self, now, &conn, None, Some(miss))
     }
 
     /// Inserts a persistence template carrying persistence-engine data (the SIP Call-ID of a `--pe sip`
@@ -231,7 +243,7 @@ impl ConnTable {
     /// As [`insert`](Self::insert); [`InsertError::Invalid`] as well when `template` is not a template or
     /// `pe_data` is empty or longer than [`MAX_PE_DATA`](crate::MAX_PE_DATA) (255) bytes.
     pub fn insert_pe_template(&self, now: Instant, template: NewConn, pe_data: &[u8]) -> Result<ConnId, InsertError> {
-        ops::insert(&mut &*self, now, &template, Some(pe_data))
+        ops::insert(&mut &*self, now, &template, Some(pe_data), None)
     }
 
     /// The conn of a client→service packet (`conn_in_get`, with the kernel's retry with client port 0 while
@@ -239,6 +251,17 @@ impl ConnTable {
     #[inline]
     pub fn lookup_in(&self, key: &InKey) -> Option<(ConnId, ConnView)> {
         ops::lookup_in(self, key)
+    }
+
+    /// [`lookup_in`](Self::lookup_in) that, on a miss, returns the flow's hash for
+    /// [`insert_after_miss`](Self::insert_after_miss).
+    ///
+    /// # Errors
+    ///
+    /// [`InMiss`] when no conn matches (the same cases in which `lookup_in` returns `None`).
+    #[inline]
+    pub fn lookup_in_or_miss(&self, key: &InKey) -> Result<(ConnId, ConnView), InMiss> {
+        ops::lookup_in_or_miss(self, key)
     }
 
     /// The conn of a service→client packet (`conn_out_get`): the same entry the flow's [`InKey`] finds.

@@ -19,7 +19,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use ipvs_conn::{ConnId, ConnMut, ConnView, InKey, InsertError, NewConn, OutKey, TEMPLATE_ASSURED};
+use ipvs_conn::{ConnId, ConnMut, ConnView, InKey, InMiss, InsertError, NewConn, OutKey, TEMPLATE_ASSURED};
 use ipvs_proto::nat::{self, Encap};
 use ipvs_proto::state::{self, sctp, tcp, udp, SctpState, TcpState, UdpState};
 use ipvs_proto::wire::ip::{self, Fragment, IpHeaders};
@@ -186,6 +186,26 @@ struct NewFlow {
     fwmark: u32,
     /// Scheduled from the header quoted in an ICMP error (`schedule_icmp`).
     icmp: bool,
+    /// The conn lookup's miss for this flow: the insert reuses its hash instead of hashing the flow again.
+    miss: Option<InMiss>,
+}
+
+/// How [`Engine::create`] inserts its entry.
+#[derive(Clone, Copy, Debug)]
+enum Insert<'a> {
+    /// The conn of a flow whose lookup just missed: the table reuses the miss's hash.
+    AfterMiss(&'a InMiss),
+    /// Hashed by the table (no miss at hand).
+    Hash,
+    /// A template of a `--pe sip` service, with its persistence-engine data (the SIP Call-ID).
+    PeData(&'a [u8]),
+}
+
+impl<'a> Insert<'a> {
+    /// The conn of `flow`: after its lookup's miss when there was one.
+    fn of_flow(flow: &'a NewFlow) -> Self {
+        flow.miss.as_ref().map_or(Self::Hash, Self::AfterMiss)
+    }
 }
 
 /// What a state update did, for the work done after the table lock is released.
@@ -433,8 +453,18 @@ impl Engine {
             // (misses are new flows, the rare case).
             // A SYN/INIT decides on port reuse from the conn's state, which an earlier packet may have moved:
             // it looks up afresh too.
+            let mut miss = None;
             let mut hit = match (attempt, hint) {
                 (0, Some(Some(h))) if !transport.is_new_conn_packet() => Some(h),
+                // Only a packet that may create a conn keeps its miss (for the insert); the others take the plain
+                // lookup, whose hit path returns less.
+                _ if transport.schedules(&sys) => match self.conns.lookup_in_or_miss(&key) {
+                    Ok(h) => Some(h),
+                    Err(m) => {
+                        miss = Some(m);
+                        None
+                    }
+                },
                 _ => self.conns.lookup_in(&key),
             };
             // Port reuse (facts §4.1 step 5).
@@ -479,6 +509,7 @@ impl Engine {
                         virt: SocketAddr::new(hdr.dst_addr, dport),
                         fwmark: buf.fwmark(),
                         icmp: false,
+                        miss,
                     };
                     match self.schedule(now, ctl, buf, &flow) {
                         Ok(c) => c,
@@ -618,7 +649,7 @@ impl Engine {
         };
         let dport = if dest.config.addr.port() != 0 { dest.config.addr.port() } else { flow.virt.port() };
         let new = self.new_conn(svc, dest, flow, dport);
-        self.create(now, svc, dest, new, None, None)
+        self.create(now, svc, dest, new, None, Insert::of_flow(flow))
     }
 
     /// The scheduler's pick for `flow`.
@@ -702,21 +733,21 @@ impl Engine {
                 .with_dest(dest.id)
                 .with_flags(ConnFlags::TEMPLATE | dest.config.conn_flags());
                 tpl.fwmark = flow.fwmark;
-                let t = self.create(now, svc, dest, tpl, None, pe.as_deref())?;
+                let t = self.create(now, svc, dest, tpl, None, pe.as_deref().map_or(Insert::Hash, Insert::PeData))?;
                 let Some(tid) = t.id else { return Err(Verdict::Drop(DropReason::ConnInsert)) };
                 (tid, dest)
             }
         };
         let dport = persistence::conn_dport(&svc.config.key, flow.virt.port(), dest.config.addr.port());
         let new = self.new_conn(svc, dest, flow, dport).with_control(tid);
-        let conn = self.create(now, svc, dest, new, Some(tid), None);
+        let conn = self.create(now, svc, dest, new, Some(tid), Insert::of_flow(flow));
         // The template is "put": its idle timer restarts.
         self.conns.update(now, tid, |_| ());
         conn
     }
 
     /// Binds `new` to `dest`, inserts it, counts it (facts §4.4 steps 8–9, §4.6).
-    /// `pe` is the persistence-engine data of a template (the SIP Call-ID).
+    /// `how` says how the table places it (see [`Insert`]).
     fn create(
         &self,
         now: Instant,
@@ -724,7 +755,7 @@ impl Engine {
         dest: &DestSlot,
         new: NewConn,
         control: Option<ConnId>,
-        pe: Option<&[u8]>,
+        how: Insert<'_>,
     ) -> Result<Conn, Verdict> {
         let template = new.is_template();
         dest.update_state(&self.events, |s| if template { s.bind_template() } else { s.bind_conn(false) });
@@ -737,9 +768,10 @@ impl Engine {
                 engine.total_stats.counters().add_conn();
             }
         };
-        let inserted = match pe {
-            Some(data) => self.conns.insert_pe_template(now, new, data),
-            None => self.conns.insert(now, new),
+        let inserted = match how {
+            Insert::PeData(data) => self.conns.insert_pe_template(now, new, data),
+            Insert::AfterMiss(m) => self.conns.insert_after_miss(now, new, m),
+            Insert::Hash => self.conns.insert(now, new),
         };
         match inserted {
             Ok(id) => {
@@ -981,7 +1013,7 @@ impl Engine {
             return None;
         }
         let client = SocketAddr::new(hdr.dst_addr, dport);
-        let flow = NewFlow { protocol: Protocol::Udp, client, virt: vaddr, fwmark: 0, icmp: false };
+        let flow = NewFlow { protocol: Protocol::Udp, client, virt: vaddr, fwmark: 0, icmp: false, miss: None };
         let control = match svc.config.persistence {
             Some(p) => {
                 let call_id = pe_sip::call_id_of_packet(hdr, buf.packet()).ok()?.to_vec();
@@ -1014,7 +1046,7 @@ impl Engine {
                         )
                         .with_dest(dest.id)
                         .with_flags(ConnFlags::TEMPLATE | dest.config.conn_flags());
-                        self.create(now, svc, dest, tpl, None, Some(&call_id)).ok()?.id?
+                        self.create(now, svc, dest, tpl, None, Insert::PeData(&call_id)).ok()?.id?
                     }
                 };
                 Some(tid)
@@ -1027,7 +1059,7 @@ impl Engine {
         }
         // (Should the peer's tuple already have a conn to another server, that conn is returned and the packet
         // leaves as its reply: the same source rewrite to the virtual service.)
-        let conn = self.create(now, svc, dest, new, control, None).ok();
+        let conn = self.create(now, svc, dest, new, control, Insert::Hash).ok();
         if let Some(tid) = control {
             // The template is "put": its idle timer restarts.
             self.conns.update(now, tid, |_| ());
@@ -1231,7 +1263,14 @@ impl Engine {
         let conn = match self.conns.lookup_in(&key) {
             Some((id, view)) => Conn { id: Some(id), view, control: None },
             None if ctl.sysctls.schedule_icmp => {
-                let flow = NewFlow { protocol, client: quoted_dst, virt: quoted_src, fwmark: buf.fwmark(), icmp: true };
+                let flow = NewFlow {
+                    protocol,
+                    client: quoted_dst,
+                    virt: quoted_src,
+                    fwmark: buf.fwmark(),
+                    icmp: true,
+                    miss: None,
+                };
                 match self.schedule(now, ctl, buf, &flow) {
                     Ok(c) => c,
                     Err(v) => return v,

@@ -46,7 +46,32 @@ both!(
     control_gone_and_undo,
     poll_timeout_is_the_earliest_deadline,
     cold_data_round_trips,
+    insert_after_miss_reuses_only_its_own_hash,
 );
+
+/// The hash a miss hands to `insert_after_miss` places the conn exactly as `insert` does; a miss of another
+/// flow (or a template) is not used, and a conn inserted meanwhile is still reported as existing.
+fn insert_after_miss_reuses_only_its_own_hash<T: Table>() {
+    let mut t = T::make(cfg(100, 4), ms(0));
+    let a = tcp(1, 1000);
+    let Err(miss) = t.lookup_in_or_miss(&in_key(&a)) else { panic!("empty table") };
+    let id = t.insert_after_miss(ms(0), a, &miss).unwrap();
+    assert_eq!(t.lookup_in_or_miss(&in_key(&a)).map(|x| x.0), Ok(id));
+    assert_eq!(t.lookup_in(&in_key(&a)).map(|x| x.0), Some(id));
+    assert_eq!(t.lookup_out(&out_key(&a)).map(|x| x.0), Some(id));
+    assert_eq!(t.insert_after_miss(ms(0), a, &miss), Err(InsertError::Exists(id)));
+    // Another client's miss: the conn is hashed afresh and found by its own key.
+    let b = tcp(2, 2000);
+    let id_b = t.insert_after_miss(ms(0), b, &miss).unwrap();
+    assert_eq!(t.lookup_in(&in_key(&b)).map(|x| x.0), Some(id_b));
+    // A template of the missed client (hashed without the port): found by its template key.
+    let tk = TemplateKey::for_service(Protocol::Tcp, a.caddr, 0xFFFF_FFFF, a.vaddr, 80);
+    let tpl = NewConn::template(&tk, SocketAddr::new(IpAddr::V4(RS), 8080), secs(360)).with_dest(DestId(1));
+    let Err(miss_c) = t.lookup_in_or_miss(&in_key(&tcp(1, 0))) else { panic!("no such conn") };
+    let tid = t.insert_after_miss(ms(0), tpl, &miss_c).unwrap();
+    assert_eq!(t.lookup_template(&tk).map(|x| x.0), Some(tid));
+    t.check();
+}
 
 fn both_directions_find_one_entry<T: Table>() {
     let mut t = T::make(cfg(100, 4), ms(0));

@@ -101,6 +101,8 @@ pub(crate) trait Table: Sized {
     fn insert_pe_template(&mut self, now: Instant, c: NewConn, pe: &[u8]) -> Result<ConnId, InsertError>;
     fn lookup_pe_template(&self, k: &TemplateKey, pe: Option<&[u8]>) -> Option<(ConnId, ConnView)>;
     fn lookup_in(&self, k: &InKey) -> Option<(ConnId, ConnView)>;
+    fn lookup_in_or_miss(&self, k: &InKey) -> Result<(ConnId, ConnView), crate::InMiss>;
+    fn insert_after_miss(&mut self, now: Instant, c: NewConn, miss: &crate::InMiss) -> Result<ConnId, InsertError>;
     fn lookup_out(&self, k: &OutKey) -> Option<(ConnId, ConnView)>;
     fn lookup_template(&self, k: &TemplateKey) -> Option<(ConnId, ConnView)>;
     fn lookup_burst(&self, keys: &[InKey], out: &mut [Option<(ConnId, ConnView)>]);
@@ -157,6 +159,17 @@ macro_rules! forward_table {
             }
             fn lookup_in(&self, k: &InKey) -> Option<(ConnId, ConnView)> {
                 <$ty>::lookup_in(self, k)
+            }
+            fn lookup_in_or_miss(&self, k: &InKey) -> Result<(ConnId, ConnView), crate::InMiss> {
+                <$ty>::lookup_in_or_miss(self, k)
+            }
+            fn insert_after_miss(
+                &mut self,
+                now: Instant,
+                c: NewConn,
+                miss: &crate::InMiss,
+            ) -> Result<ConnId, InsertError> {
+                <$ty>::insert_after_miss(self, now, c, miss)
             }
             fn lookup_out(&self, k: &OutKey) -> Option<(ConnId, ConnView)> {
                 <$ty>::lookup_out(self, k)
